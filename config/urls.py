@@ -1,0 +1,23 @@
+from django.contrib import admin
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+
+from core import views as core_views
+
+api_patterns = [
+    path("", include("platform_app.urls")),
+    path("", include("deployments_app.urls")),
+    path("", include("runs_app.urls")),
+    path("", include("webhooks_app.urls")),
+]
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("healthz", core_views.healthz, name="healthz"),
+    path("readyz", core_views.readyz, name="readyz"),
+    path("v1/openapi.json", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]), name="openapi"),
+    path("v1/docs", SpectacularSwaggerView.as_view(url_name="openapi", authentication_classes=[], permission_classes=[]), name="api-docs"),
+    path("v1/redoc", SpectacularRedocView.as_view(url_name="openapi", authentication_classes=[], permission_classes=[]), name="api-redoc"),
+    path("v1/", include(api_patterns)),
+    re_path(r"^v1/(?P<path>.*)$", core_views.unknown_api_route),
+]

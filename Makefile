@@ -22,7 +22,8 @@ $(STAMP): $(PY) pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(PY) manage.py runall
+	@mkdir -p var && [ -f var/secret-key ] || $(PY) -c "import secrets; print(secrets.token_urlsafe(50))" > var/secret-key
+	SECRET_KEY="$${SECRET_KEY:-$$(cat var/secret-key)}" $(PY) manage.py runall
 
 services:
 	@bash scripts/ensure-services.sh
@@ -36,7 +37,7 @@ bench: $(STAMP) services
 		bash bench/run_all.sh
 
 check-compose:
-	docker compose config --quiet
+	@if docker compose version >/dev/null 2>&1; then docker compose config --quiet; else docker-compose config -q; fi && echo "docker-compose.yml is valid"
 
 clean:
 	rm -rf var/broker

@@ -25,6 +25,9 @@ class Fire(models.Model):
     published_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True, help_text="When a worker first claimed it")
     skip_reason = models.CharField(max_length=64, blank=True, default="")
+    run_id = models.CharField(
+        max_length=64, null=True, blank=True, help_text="Id the run will get; fixed at first claim so retries agree"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

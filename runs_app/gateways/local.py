@@ -1,0 +1,50 @@
+"""Local gateway: sessions on the built-in platform (platform_app), in the caller's transaction."""
+
+from django.db import DatabaseError
+
+from core.errors import ApiError
+from runs_app.gateways.base import GatewayUnavailable, SessionGateway, SessionOutcome, SessionRequest
+
+
+class LocalGateway(SessionGateway):
+    transactional = True
+
+    def create_session(self, request: SessionRequest) -> SessionOutcome:
+        from accounts_app.models import Organization, Workspace
+        from platform_app.services import session_create
+
+        try:
+            organization = Organization.objects.get(pk=request.organization_id)
+            workspace = Workspace.objects.get(pk=request.workspace_id)
+            session, _created = session_create(
+                organization=organization,
+                workspace=workspace,
+                agent={"type": "agent", "id": request.agent_id, "version": request.agent_version},
+                environment_id=request.environment_id,
+                initial_events=request.initial_events,
+                resources=request.resources,
+                vault_ids=request.vault_ids,
+                metadata=request.metadata,
+                title=request.title,
+                budget=request.budget,
+                idempotency_key=request.idempotency_key,
+                deployment_run_id=request.deployment_run_id,
+            )
+        except ApiError as exc:
+            return outcome_for_platform_error(exc)
+        except DatabaseError as exc:
+            raise GatewayUnavailable(f"platform database error: {type(exc).__name__}") from exc
+        return SessionOutcome.success(session.id)
+
+
+def outcome_for_platform_error(exc: ApiError) -> SessionOutcome:
+    if getattr(exc, "archives_deployment", False):
+        return SessionOutcome.agent_gone(exc.message)
+    run_error_type = getattr(exc, "run_error_type", None)
+    if run_error_type:
+        return SessionOutcome.failure(run_error_type, exc.message)
+    if exc.error_type == "rate_limit_error":
+        return SessionOutcome.failure("session_rate_limited_error", exc.message)
+    if exc.status >= 500:
+        raise GatewayUnavailable(exc.message)
+    return SessionOutcome.failure("session_creation_rejected_error", exc.message)

@@ -1,0 +1,210 @@
+"""The scheduler: turns due deployments into Fire rows, then publishes them.
+
+PostgreSQL is the source of truth; the broker is only a doorbell. One tick:
+
+1. In one transaction, claim due deployments (`next_fire_at <= now`) with
+   `SELECT … FOR UPDATE SKIP LOCKED LIMIT k` — several schedulers never claim the same row.
+2. For each, write one Fire per nominal occurrence inside the catch-up window
+   (`ON CONFLICT DO NOTHING` on (deployment, scheduled_at)), count older ones as missed, and
+   advance `next_fire_at` to the first occurrence after now. Commit.
+3. Only then publish `runs.fire(fire_id)` with a countdown up to the deployment's jitter.
+4. Recovery sweep: re-publish fires still pending well past their due time (a lost message, a
+   broker restart) and fires whose worker lease expired (a killed worker).
+
+Cost per tick is proportional to what is due, never to the number of deployments.
+"""
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import close_old_connections, connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from core import metrics
+from core.logging import log_context
+from deployments_app import schedule
+from deployments_app.models import Deployment
+from runs_app.models import Fire
+
+logger = logging.getLogger("runs.scheduler")
+
+@dataclass
+class TickResult:
+    deployments: int = 0
+    fires: list = field(default_factory=list)  # [(fire_id, due_at)]
+    missed: int = 0
+    republished: int = 0
+
+
+def jitter_for(deployment: Deployment) -> timedelta:
+    return timedelta(seconds=deployment.jitter_fraction * settings.SCHEDULER_MAX_JITTER_SECONDS)
+
+
+def _occurrences(deployment: Deployment, now: datetime, window_start: datetime) -> tuple[list[datetime], int, datetime | None]:
+    """Nominal fires from next_fire_at up to now: (inside the window, missed count, next after now)."""
+    expression, tz = deployment.schedule_expression, deployment.schedule_timezone
+    current = deployment.next_fire_at
+    missed = 0
+    while current is not None and current < window_start:
+        # Long downtime: count what is older than the window, a batch of occurrences at a time.
+        missed += 1
+        batch = schedule.next_fires(expression, tz, current, n=500)
+        current = None
+        for index, instant in enumerate(batch):
+            if instant >= window_start:
+                current = instant
+                break
+            if index == len(batch) - 1:
+                current = instant  # counted at the top of the next round
+                break
+            missed += 1
+    inside: list[datetime] = []
+    while current is not None and current <= now:
+        inside.append(current)
+        following = schedule.next_fires(expression, tz, current, n=1)
+        current = following[0] if following else None
+    return inside, missed, current
+
+
+def claim_due(now: datetime | None = None, *, limit: int | None = None) -> TickResult:
+    """Steps 1–2: one transaction that writes fires and advances next_fire_at."""
+    now = now or timezone.now()
+    limit = limit or settings.SCHEDULER_BATCH_SIZE
+    window_start = now - timedelta(seconds=settings.SCHEDULER_CATCHUP_WINDOW_SECONDS)
+    result = TickResult()
+    with transaction.atomic():
+        due = list(
+            Deployment.objects.select_for_update(skip_locked=True)
+            .filter(next_fire_at__lte=now)
+            .only("id", "schedule_expression", "schedule_timezone", "next_fire_at", "jitter_fraction",
+                  "missed_fires", "status", "archived_at")
+            .order_by("next_fire_at")[:limit]
+        )
+        if not due:
+            return result
+        fires: list[Fire] = []
+        for deployment in due:
+            if not deployment.should_fire:  # state changed without clearing next_fire_at
+                deployment.next_fire_at = None
+                continue
+            inside, missed, following = _occurrences(deployment, now, window_start)
+            jitter = jitter_for(deployment)
+            for scheduled_at in inside:
+                fires.append(Fire(deployment_id=deployment.id, scheduled_at=scheduled_at, due_at=scheduled_at + jitter,
+                                  published_at=now))
+            if missed:
+                deployment.missed_fires += missed
+                result.missed += missed
+                logger.warning(
+                    "%d fire(s) older than the catch-up window skipped", missed, extra={"deployment_id": deployment.id}
+                )
+            deployment.next_fire_at = following
+        Fire.objects.bulk_create(fires, ignore_conflicts=True)
+        Deployment.objects.bulk_update(due, ["next_fire_at", "missed_fires"])
+        # ignore_conflicts leaves ids on objects that were not inserted: publish only real rows.
+        created = set(Fire.objects.filter(pk__in=[f.pk for f in fires]).values_list("pk", flat=True))
+        result.deployments = len(due)
+        result.fires = [(f.pk, f.due_at, f.deployment_id) for f in fires if f.pk in created]
+    metrics.FIRES_SCHEDULED.inc(len(result.fires))
+    if result.missed:
+        metrics.FIRES_MISSED.inc(result.missed)
+    return result
+
+
+def publish(fires, now: datetime | None = None) -> None:
+    """Step 3: after commit. The countdown is the jitter (seconds), never a long ETA."""
+    from runs_app.tasks import fire as fire_task
+
+    now = now or timezone.now()
+    for fire_id, due_at, deployment_id in fires:
+        countdown = max(0.0, (due_at - now).total_seconds())
+        with log_context(fire_id=fire_id, deployment_id=deployment_id):
+            fire_task.apply_async((fire_id,), countdown=countdown)
+            logger.info("fire published", extra={"countdown": round(countdown, 3)})
+
+
+def recover(now: datetime | None = None, *, limit: int = 500) -> int:
+    """Step 4: re-publish fires whose message or worker was lost. Safe to run anywhere, any number
+    of times: a worker only acts on a fire it can claim."""
+    now = now or timezone.now()
+    grace = timedelta(seconds=settings.FIRE_RECOVERY_GRACE_SECONDS)
+    stale_pending = Q(status=Fire.Status.PENDING, due_at__lt=now - grace, published_at__lt=now - grace)
+    expired_claim = Q(status=Fire.Status.CLAIMED, lease_expires_at__lt=now, published_at__lt=now - grace)
+    with transaction.atomic():
+        stuck = list(
+            Fire.objects.select_for_update(skip_locked=True)
+            .filter(stale_pending | expired_claim)
+            .order_by("due_at")
+            .values_list("pk", "status", "deployment_id")[:limit]
+        )
+        if stuck:
+            Fire.objects.filter(pk__in=[pk for pk, _, _ in stuck]).update(published_at=now)
+    for pk, status, deployment_id in stuck:
+        metrics.FIRES_REPUBLISHED.labels(status).inc()
+        with log_context(fire_id=pk, deployment_id=deployment_id):
+            logger.warning("fire re-published by recovery (%s)", status)
+    if stuck:
+        publish([(pk, now, deployment_id) for pk, _, deployment_id in stuck], now)
+    return len(stuck)
+
+
+def tick(now: datetime | None = None) -> TickResult:
+    """One scheduler tick: claim due deployments in batches until none is left, publish, recover."""
+    started = time.perf_counter()
+    total = TickResult()
+    while True:
+        result = claim_due(now)
+        publish(result.fires)
+        total.deployments += result.deployments
+        total.fires.extend(result.fires)
+        total.missed += result.missed
+        if result.deployments < settings.SCHEDULER_BATCH_SIZE:
+            break
+    total.republished = recover(now)
+    metrics.SCHEDULER_TICK.observe(time.perf_counter() - started)
+    return total
+
+
+def safe_tick() -> TickResult | None:
+    """A tick that survives the database or broker being briefly down: log, drop the connection,
+    and try again next tick (nothing is lost: the due rows are still due)."""
+    close_old_connections()
+    try:
+        return tick()
+    except Exception:
+        logger.exception("scheduler tick failed; retrying next tick")
+        try:
+            connection.close()
+        except Exception:  # noqa: BLE001 — the connection may already be gone
+            pass
+        return None
+
+
+try:
+    from django_celery_beat.schedulers import DatabaseScheduler
+except Exception:  # pragma: no cover — beat is optional for the web process
+    DatabaseScheduler = object
+
+
+class FireScheduler(DatabaseScheduler):
+    """`celery -A config beat` with this scheduler runs our tick every SCHEDULER_TICK_SECONDS and
+    keeps django-celery-beat's periodic tasks (editable in the admin) for system jobs."""
+
+    def tick(self, *args, **kwargs):
+        now = time.monotonic()
+        next_due = getattr(self, "_fire_next_tick", 0.0)
+        if now >= next_due:
+            self._fire_next_tick = now + settings.SCHEDULER_TICK_SECONDS
+            safe_tick()
+        try:
+            remaining = super().tick(*args, **kwargs)
+        except Exception:
+            logger.exception("periodic task scheduler failed; retrying")
+            close_old_connections()
+            remaining = settings.SCHEDULER_TICK_SECONDS
+        until_ours = max(0.0, self._fire_next_tick - time.monotonic())
+        return min(remaining if remaining is not None else until_ours, until_ours)

@@ -1,0 +1,110 @@
+"""Start and stop this service's own processes (workers, schedulers) for end-to-end tests.
+
+Every process is started in its own session; its PID is recorded, and only those PIDs (and their
+process groups) are ever signalled.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parents[2]
+LOG_DIR = Path(os.environ.get("E2E_LOG_DIR", "/tmp/sd-e2e-logs"))
+
+
+def test_database_url() -> str:
+    """The URL of the database the test is using (pytest-django's test database)."""
+    s = connection.settings_dict
+    return f"postgres://{s['USER'] or 'postgres'}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+class Processes:
+    def __init__(self, **env_overrides):
+        self.queue = f"e2e-{uuid.uuid4().hex[:10]}"
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": test_database_url(),
+            "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+            "CELERY_QUEUE": self.queue,
+            "DB_CONN_MAX_AGE": "0",
+            "PYTHONUNBUFFERED": "1",
+            **{k: str(v) for k, v in env_overrides.items()},
+        }
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.logs: dict[str, Path] = {}
+
+    def _start(self, name: str, argv: list[str]) -> subprocess.Popen:
+        log_path = LOG_DIR / f"{self.queue}-{name}.log"
+        log = open(log_path, "ab")
+        proc = subprocess.Popen(argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs[name] = proc
+        self.logs[name] = log_path
+        return proc
+
+    def start_worker(self, name: str = "worker", concurrency: int = 2, pool: str = "prefork") -> subprocess.Popen:
+        return self._start(name, [
+            sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", self.queue, "-c", str(concurrency),
+            "-P", pool, "-n", f"{name}-{self.queue}@%h", "--without-gossip", "--without-mingle",
+            "--without-heartbeat", "--loglevel", "INFO",
+        ])
+
+    def start_scheduler(self, name: str = "scheduler") -> subprocess.Popen:
+        return self._start(name, [
+            sys.executable, "-m", "celery", "-A", "config", "beat", "--loglevel", "INFO",
+            "--pidfile=", "-s", str(LOG_DIR / f"{self.queue}-{name}.schedule"),
+        ])
+
+    def signal(self, name: str, sig: int) -> None:
+        proc = self.procs[name]
+        if proc.poll() is None:
+            os.killpg(proc.pid, sig)
+
+    def kill(self, name: str) -> None:
+        self.signal(name, signal.SIGKILL)
+        self.procs[name].wait(timeout=10)
+
+    def children(self, name: str) -> list[int]:
+        """PIDs of the direct children of a recorded process (e.g. a worker's pool processes)."""
+        pid = self.procs[name].pid
+        out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+        return [int(p) for p in out]
+
+    def log_text(self, name: str) -> str:
+        return self.logs[name].read_text(errors="replace") if name in self.logs else ""
+
+    def wait_for_log(self, name: str, needle: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if needle in self.log_text(name):
+                return
+            if self.procs[name].poll() is not None:
+                raise RuntimeError(f"{name} exited early:\n{self.log_text(name)[-3000:]}")
+            time.sleep(0.2)
+        raise TimeoutError(f"{needle!r} not seen in {name} log:\n{self.log_text(name)[-3000:]}")
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + 15
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        for proc in self.procs.values():
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass

@@ -47,6 +47,11 @@ def resolve_principal(request) -> Principal:
 
     plain = request.META.get("HTTP_X_API_KEY", "")
     if not plain:
+        # The official SDK (anthropic 2.x) sends its api_key as `Authorization: Bearer <key>`.
+        scheme, _, token = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+        if scheme.lower() == "bearer":
+            plain = token.strip()
+    if not plain:
         raise AuthenticationFailed("missing x-api-key header")
     if len(plain) > 200:
         raise AuthenticationFailed("invalid x-api-key")

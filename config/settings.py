@@ -6,7 +6,12 @@ CELERY_BROKER_URL (or REDIS_URL) switch to PostgreSQL and Redis.
 """
 
 import os
+import zoneinfo
 from pathlib import Path
+
+# Use only the pinned `tzdata` package, never the operating system's copy, so fire times do not
+# drift with the machine. Must run before anything (django-timezone-field) caches ZoneInfo objects.
+zoneinfo.reset_tzpath(to=[])
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured

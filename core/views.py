@@ -15,7 +15,8 @@ def healthz(request):
 
 
 def readyz(request):
-    from config.celery import app
+    from django.conf import settings
+    from kombu import Connection
 
     checks = {}
     try:
@@ -25,7 +26,8 @@ def readyz(request):
     except Exception as exc:  # noqa: BLE001 — any failure means "not ready"
         checks["database"] = f"error: {type(exc).__name__}"
     try:
-        with app.connection_for_write() as conn:
+        with Connection(settings.CELERY_BROKER_URL, transport_options=settings.CELERY_BROKER_TRANSPORT_OPTIONS,
+                        connect_timeout=2) as conn:
             conn.ensure_connection(max_retries=1, timeout=2)
         checks["broker"] = "ok"
     except Exception as exc:  # noqa: BLE001

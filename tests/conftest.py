@@ -53,5 +53,8 @@ def api(tenant) -> APIClient:
 
 @pytest.fixture
 def sdk(live_server, tenant):
-    """The official SDK pointed at a live server of this service."""
-    return tenant.sdk(live_server.url)
+    """The official SDK pointed at a live server of this service (closed afterwards, so its
+    keep-alive connection does not hold a database connection of the live server open)."""
+    client = tenant.sdk(live_server.url)
+    yield client
+    client.close()

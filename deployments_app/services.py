@@ -1,0 +1,358 @@
+"""Every change to a deployment goes through here: create, update, pause, unpause, archive.
+
+All services are safe inside an outer transaction (they open a savepoint) and lock the rows they
+change, always in the same order — agent, then deployment, then organization (as the agent archive
+and the firing path do) — so concurrent API calls, fires and agent archives serialize instead of
+deadlocking. Each one keeps the firing
+state right in the same transaction: `next_fire_at` is the next nominal fire instant strictly after
+now while the deployment should fire (has a schedule, active, not archived), else null.
+"""
+
+import random
+from collections.abc import Iterable
+from datetime import datetime
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from accounts_app.models import Organization, Workspace
+from core.crypto import encrypt
+from core.errors import InvalidRequest
+from deployments_app import schedule as cron
+from deployments_app.errors import (
+    DeploymentArchived,
+    LimitExceeded,
+    ReferenceArchived,
+    ReferenceNotFound,
+    ScheduleInvalid,
+)
+from deployments_app.models import Deployment
+from deployments_app.selectors import scheduled_deployment_count
+from deployments_app.serializers import MAX_METADATA_PAIRS, schedule_problem
+from platform_app.models import Agent, AgentVersion, Environment, Vault
+
+MANUAL_PAUSE = {"type": "manual"}
+# Write-only fields of each resource type: stored encrypted in `resource_secrets`, never returned.
+WRITE_ONLY_RESOURCE_FIELDS = {"github_repository": ("authorization_token",)}
+
+
+# --- firing state ----------------------------------------------------------------------------------
+
+
+def deployment_next_fire_at(*, deployment: Deployment, after: datetime) -> datetime | None:
+    """The next nominal fire instant strictly after `after`, or None when the deployment should
+    not fire (manual-only, paused or archived). The scheduler advances with the same rule."""
+    if not deployment.should_fire:
+        return None
+    fires = cron.next_fires(deployment.schedule_expression, deployment.schedule_timezone, after, 1)
+    return fires[0] if fires else None
+
+
+def scheduled_deployment_limit(organization: Organization) -> int:
+    if organization.scheduled_deployment_limit is not None:
+        return organization.scheduled_deployment_limit
+    return settings.ORG_SCHEDULED_DEPLOYMENT_LIMIT
+
+
+def _lock_organization(organization_id: str) -> Organization:
+    return Organization.objects.select_for_update(no_key=True).get(pk=organization_id)
+
+
+def _check_limit(organization: Organization) -> None:
+    """The caller holds the organization's row lock, so concurrent creates count one at a time."""
+    limit = scheduled_deployment_limit(organization)
+    count = scheduled_deployment_count(organization_id=organization.pk)
+    if count >= limit:
+        raise LimitExceeded(limit=limit, count=count)
+
+
+# --- input checks that need the database or span fields ----------------------------------------------
+
+
+def _short(value: str, limit: int = 80) -> str:
+    return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
+def _check_schedule(schedule: dict) -> tuple[str, str]:
+    problem = schedule_problem(schedule["expression"], schedule["timezone"])
+    if problem:
+        field, message = problem
+        raise ScheduleInvalid(f"schedule.{field}: {message}")
+    return schedule["expression"], schedule["timezone"]
+
+
+def _check_metadata_size(metadata: dict) -> None:
+    if len(metadata) > MAX_METADATA_PAIRS:
+        raise InvalidRequest(
+            f"metadata: at most {MAX_METADATA_PAIRS} pairs are allowed (the result would have {len(metadata)})"
+        )
+
+
+def _agent_ref(agent: str | dict) -> tuple[str, int | None]:
+    if isinstance(agent, str):
+        return agent, None
+    return agent["id"], agent.get("version")
+
+
+def _resolve_agent(*, organization_id: str, workspace_id: str, agent: str | dict) -> tuple[str, int]:
+    """(agent id, concrete version). Locks the agent row so an archive of the agent running
+    concurrently either sees this deployment or makes this call fail."""
+    agent_id, version = _agent_ref(agent)
+    row = (
+        Agent.objects.select_for_update(no_key=True)
+        .filter(pk=agent_id, organization_id=organization_id, workspace_id=workspace_id)
+        .first()
+    )
+    if row is None:
+        raise ReferenceNotFound(f"agent: agent {_short(agent_id)} not found")
+    if row.archived_at is not None:
+        raise ReferenceArchived(f"agent: agent {agent_id} is archived")
+    if version is None:
+        version = row.latest_version
+    if not AgentVersion.objects.filter(agent_id=row.pk, version=version).exists():
+        raise ReferenceNotFound(f"agent.version: agent {agent_id} has no version {version}")
+    return row.pk, version
+
+
+def _check_environment(*, organization_id: str, workspace_id: str, environment_id: str) -> None:
+    row = (
+        Environment.objects.filter(pk=environment_id, organization_id=organization_id, workspace_id=workspace_id)
+        .values("archived_at")
+        .first()
+    )
+    if row is None:
+        raise ReferenceNotFound(f"environment_id: environment {_short(environment_id)} not found")
+    if row["archived_at"] is not None:
+        raise ReferenceArchived(f"environment_id: environment {environment_id} is archived")
+
+
+def _check_vaults(*, organization_id: str, workspace_id: str, vault_ids: Iterable[str]) -> None:
+    vault_ids = list(vault_ids)
+    if not vault_ids:
+        return
+    found = dict(
+        Vault.objects.filter(pk__in=vault_ids, organization_id=organization_id, workspace_id=workspace_id)
+        .values_list("pk", "archived_at")
+    )
+    for index, vault_id in enumerate(vault_ids):
+        if vault_id not in found:
+            raise ReferenceNotFound(f"vault_ids[{index}]: vault {_short(vault_id)} not found")
+        if found[vault_id] is not None:
+            raise ReferenceArchived(f"vault_ids[{index}]: vault {vault_id} is archived")
+
+
+def _split_secrets(resources: Iterable[dict]) -> tuple[list[dict], dict]:
+    """(resources as returned, {"<index>": {field: Fernet token}}) — write-only fields leave the
+    resource here and are only ever stored encrypted."""
+    stored, secrets = [], {}
+    for index, resource in enumerate(resources):
+        resource = dict(resource)
+        encrypted = {}
+        for field in WRITE_ONLY_RESOURCE_FIELDS.get(resource.get("type"), ()):
+            value = resource.pop(field, None)
+            if value:
+                encrypted[field] = encrypt(value)
+        if encrypted:
+            secrets[str(index)] = encrypted
+        stored.append(resource)
+    return stored, secrets
+
+
+def _lock(deployment: Deployment) -> None:
+    """Lock the deployment's row and reload it in place, so the caller's instance is current."""
+    deployment.refresh_from_db(from_queryset=Deployment.objects.select_for_update())
+
+
+# --- create / update -----------------------------------------------------------------------------------
+
+
+def deployment_create(
+    *,
+    organization: Organization,
+    workspace: Workspace,
+    name: str,
+    agent: str | dict,
+    environment_id: str,
+    initial_events: list[dict],
+    description: str | None = None,
+    resources: list[dict] | None = None,
+    vault_ids: list[str] | None = None,
+    metadata: dict | None = None,
+    budget: dict | None = None,
+    schedule: dict | None = None,
+) -> Deployment:
+    """Create a deployment. `agent` is an id (pins its latest version now) or
+    {"id", "version"}; `schedule` is {"expression", "timezone"} or None for manual-only."""
+    metadata = dict(metadata or {})
+    _check_metadata_size(metadata)
+    expression, tz = _check_schedule(schedule) if schedule is not None else (None, None)
+    stored_resources, secrets = _split_secrets(resources or [])
+    scope = {"organization_id": organization.pk, "workspace_id": workspace.pk}
+    with transaction.atomic():
+        _check_environment(**scope, environment_id=environment_id)
+        _check_vaults(**scope, vault_ids=vault_ids or [])
+        agent_id, agent_version = _resolve_agent(**scope, agent=agent)
+        if expression is not None:
+            _check_limit(_lock_organization(organization.pk))
+        deployment = Deployment(
+            organization=organization,
+            workspace=workspace,
+            name=name,
+            description=description or None,
+            agent_id=agent_id,
+            agent_version=agent_version,
+            environment_id=environment_id,
+            initial_events=list(initial_events),
+            resources=stored_resources,
+            resource_secrets=secrets,
+            vault_ids=list(vault_ids or []),
+            metadata=metadata,
+            budget=budget,
+            schedule_expression=expression,
+            schedule_timezone=tz,
+            status=Deployment.Status.ACTIVE,
+            jitter_fraction=random.random(),
+        )
+        deployment.next_fire_at = deployment_next_fire_at(deployment=deployment, after=timezone.now())
+        deployment.save(force_insert=True)
+    return deployment
+
+
+def deployment_update(*, deployment: Deployment, data: dict) -> Deployment:
+    """Apply an update, field by field (SPEC §4): a key absent from `data` keeps the field.
+
+    `agent` re-pins (an id string = the latest version now); `initial_events`, `resources`,
+    `vault_ids` and `schedule` are full replacements (null resources/vault_ids clear them, null
+    schedule makes the deployment manual-only); `metadata` is a patch where null deletes a key;
+    `description` "" or null clears; `budget` null clears. A schedule change takes effect from the
+    next occurrence after now. Archived deployments cannot be updated.
+    """
+    if deployment.is_archived:
+        raise DeploymentArchived(deployment.pk)
+    scope = {"organization_id": deployment.organization_id, "workspace_id": deployment.workspace_id}
+    new_schedule = None
+    if data.get("schedule") is not None:
+        new_schedule = _check_schedule(data["schedule"])
+    stored_resources = secrets = None
+    if "resources" in data:
+        stored_resources, secrets = _split_secrets(data["resources"] or [])
+
+    with transaction.atomic():
+        if "environment_id" in data:
+            _check_environment(**scope, environment_id=data["environment_id"])
+        if data.get("vault_ids"):
+            _check_vaults(**scope, vault_ids=data["vault_ids"])
+        agent = _resolve_agent(**scope, agent=data["agent"]) if "agent" in data else None
+        _lock(deployment)
+        if deployment.is_archived:
+            raise DeploymentArchived(deployment.pk)
+        if new_schedule is not None and not deployment.has_schedule:
+            _check_limit(_lock_organization(deployment.organization_id))
+
+        if "name" in data:
+            deployment.name = data["name"]
+        if "description" in data:
+            deployment.description = data["description"] or None
+        if agent is not None:
+            deployment.agent_id, deployment.agent_version = agent
+        if "environment_id" in data:
+            deployment.environment_id = data["environment_id"]
+        if "initial_events" in data:
+            deployment.initial_events = list(data["initial_events"])
+        if stored_resources is not None:
+            deployment.resources, deployment.resource_secrets = stored_resources, secrets
+        if "vault_ids" in data:
+            deployment.vault_ids = list(data["vault_ids"] or [])
+        if data.get("metadata"):
+            metadata = dict(deployment.metadata or {})
+            for key, value in data["metadata"].items():
+                if value is None:
+                    metadata.pop(key, None)
+                else:
+                    metadata[key] = value
+            _check_metadata_size(metadata)
+            deployment.metadata = metadata
+        if "budget" in data:
+            deployment.budget = data["budget"]
+        if "schedule" in data:
+            old_schedule = (deployment.schedule_expression, deployment.schedule_timezone)
+            deployment.schedule_expression, deployment.schedule_timezone = new_schedule or (None, None)
+            if (deployment.schedule_expression, deployment.schedule_timezone) != old_schedule:
+                # Never backfilled: the new schedule starts with its first occurrence after now.
+                deployment.next_fire_at = deployment_next_fire_at(deployment=deployment, after=timezone.now())
+        deployment.save()
+    return deployment
+
+
+# --- lifecycle -----------------------------------------------------------------------------------------
+
+
+def deployment_pause(*, deployment: Deployment, reason: dict | None = None) -> Deployment:
+    """Stop scheduled fires from now on. `reason` defaults to {"type": "manual"}; the firing engine
+    passes {"type": "error", "error": {...}} when it auto-pauses. Pausing a paused deployment
+    returns it unchanged (its reason is kept)."""
+    with transaction.atomic():
+        _lock(deployment)
+        if deployment.is_archived:
+            raise DeploymentArchived(deployment.pk)
+        if deployment.status == Deployment.Status.PAUSED:
+            return deployment
+        deployment.status = Deployment.Status.PAUSED
+        deployment.paused_reason = dict(reason) if reason is not None else dict(MANUAL_PAUSE)
+        deployment.next_fire_at = None
+        deployment.save(update_fields=["status", "paused_reason", "next_fire_at", "updated_at"])
+    return deployment
+
+
+def deployment_unpause(*, deployment: Deployment) -> Deployment:
+    """Resume at the next occurrence after now; missed occurrences are not backfilled.
+    Unpausing an active deployment returns it unchanged."""
+    with transaction.atomic():
+        _lock(deployment)
+        if deployment.is_archived:
+            raise DeploymentArchived(deployment.pk)
+        if deployment.status == Deployment.Status.ACTIVE:
+            return deployment
+        deployment.status = Deployment.Status.ACTIVE
+        deployment.paused_reason = None
+        deployment.next_fire_at = deployment_next_fire_at(deployment=deployment, after=timezone.now())
+        deployment.save(update_fields=["status", "paused_reason", "next_fire_at", "updated_at"])
+    return deployment
+
+
+def deployment_archive(*, deployment: Deployment) -> Deployment:
+    """Terminal: no more fires, no more changes. The deployment reports `active` with
+    `archived_at` set; `last_run_at` is kept. Archiving twice returns it unchanged."""
+    with transaction.atomic():
+        _lock(deployment)
+        if deployment.is_archived:
+            return deployment
+        deployment.archived_at = timezone.now()
+        deployment.status = Deployment.Status.ACTIVE
+        deployment.paused_reason = None
+        deployment.next_fire_at = None
+        deployment.save(update_fields=["archived_at", "status", "paused_reason", "next_fire_at", "updated_at"])
+    return deployment
+
+
+def deployments_archive_for_agent(*, agent_id: str) -> int:
+    """Archive every non-archived deployment of this agent (the agent is being archived, in the
+    caller's transaction). Returns how many were archived."""
+    with transaction.atomic():
+        ids = list(
+            Deployment.objects.select_for_update()
+            .filter(agent_id=agent_id, archived_at__isnull=True)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+        if not ids:
+            return 0
+        now = timezone.now()
+        return Deployment.objects.filter(pk__in=ids).update(
+            archived_at=now,
+            status=Deployment.Status.ACTIVE,
+            paused_reason=None,
+            next_fire_at=None,
+            updated_at=now,
+        )

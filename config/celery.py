@@ -1,9 +1,35 @@
 import os
 
-from celery import Celery
+from celery import Celery, signals
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("scheduled_deployments")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@signals.setup_logging.connect
+def use_django_logging(**kwargs):
+    """Workers and beat log exactly like the web process: Django's LOGGING (one JSON object per
+    line, with the ids in scope). Having a receiver stops Celery from adding its own handlers and
+    plain-text format to the root, task and multiprocessing loggers."""
+    import logging.config
+
+    from django.conf import settings
+
+    logging.config.dictConfig(settings.LOGGING)
+
+
+@signals.worker_process_shutdown.connect
+def forget_dead_pool_process(pid=None, **kwargs):
+    """A pool process is gone: drop its live gauge files so /metrics stops adding them up
+    (its counters stay, as Prometheus expects of counters)."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        return
+    from prometheus_client import multiprocess
+
+    from core.metrics import process_identifier
+
+    multiprocess.mark_process_dead(process_identifier(pid or os.getpid()), directory)

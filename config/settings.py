@@ -80,6 +80,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "core.middleware.RequestIdMiddleware",
+    "core.metrics.HttpMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -142,7 +143,7 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_CLASSES": ["core.throttle.ApiKeyRateThrottle"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "EXCEPTION_HANDLER": "core.errors.exception_handler",
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "core.openapi.ApiAutoSchema",
     "UNAUTHENTICATED_USER": None,
 }
 SPECTACULAR_SETTINGS = {
@@ -154,6 +155,16 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "SCHEMA_PATH_PREFIX": r"/v1",
+    # Response and request bodies come from the official SDK's pydantic types (JSON Schema 2020-12).
+    "OAS_VERSION": "3.1.0",
+    "PREPROCESSING_HOOKS": ["core.openapi.only_v1_api"],
+    # Enums stay inline, as in the SDK's types (no generated "StatusEnum" components).
+    "POSTPROCESSING_HOOKS": [],
+    "SERVE_PUBLIC": True,
+    # Swagger UI would otherwise show a badge fetched from validator.swagger.io: no outside requests.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None, "displayOperationId": True},
+    "SERVE_AUTHENTICATION": [],
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
 }
 
 # --- Secrets at rest ---------------------------------------------------------------------
@@ -201,11 +212,18 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULER = "runs_app.scheduler:FireScheduler"
 CELERY_BEAT_MAX_LOOP_INTERVAL = 1
 CELERY_TIMEZONE = "UTC"
+# Without this, Celery's Django fixup closes the database connection around every task: a worker
+# then opens a new PostgreSQL connection (a server process) per fire, which cost more CPU than the
+# fire itself. Connections are recycled by CONN_MAX_AGE instead (runs_app/tasks.py).
+CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1_000_000)
 
 # --- Scheduler and firing ----------------------------------------------------------------
 SCHEDULER_MAX_JITTER_SECONDS = env_float("SCHEDULER_MAX_JITTER_SECONDS", 10.0)
 SCHEDULER_CATCHUP_WINDOW_SECONDS = env_int("SCHEDULER_CATCHUP_WINDOW_SECONDS", 300)
 SCHEDULER_TICK_SECONDS = env_float("SCHEDULER_TICK_SECONDS", 1.0)
+# A tick claims fires due up to this far ahead and publishes them with the remaining countdown, so a
+# fire due between two ticks is in a worker's hands at its moment instead of up to a tick late.
+SCHEDULER_LOOKAHEAD_SECONDS = env_float("SCHEDULER_LOOKAHEAD_SECONDS", SCHEDULER_TICK_SECONDS)
 SCHEDULER_BATCH_SIZE = env_int("SCHEDULER_BATCH_SIZE", 500)
 FIRE_LEASE_SECONDS = env_int("FIRE_LEASE_SECONDS", 30)
 FIRE_RECOVERY_GRACE_SECONDS = env_int("FIRE_RECOVERY_GRACE_SECONDS", 15)
@@ -229,7 +247,13 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["context"]}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
-        "django.server": {"level": "WARNING"},
+        # Replace Django's default plain-text handlers (console in DEBUG, runserver's own format) so
+        # every line is JSON, whatever DEBUG is.
+        "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        "django.server": {"handlers": ["console"], "level": "WARNING", "propagate": False},
         "celery": {"level": LOG_LEVEL},
+        # billiard (Celery's process pool) logs through "multiprocessing" with propagation off; without
+        # a handler of its own its lines would bypass the JSON format.
+        "multiprocessing": {"handlers": ["console"], "level": "WARNING", "propagate": False},
     },
 }

@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path, re_path
-from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularJSONAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from core import views as core_views
 
@@ -11,13 +11,28 @@ api_patterns = [
     path("", include("webhooks_app.urls")),
 ]
 
+admin.site.site_header = "Scheduled Deployments"
+admin.site.site_title = "Scheduled Deployments admin"
+admin.site.index_title = "Operations"
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", core_views.healthz, name="healthz"),
     path("readyz", core_views.readyz, name="readyz"),
-    path("v1/openapi.json", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]), name="openapi"),
+    path("metrics", core_views.metrics, name="metrics"),
+    path(
+        "v1/openapi.json",
+        SpectacularJSONAPIView.as_view(authentication_classes=[], permission_classes=[]),
+        name="openapi",
+    ),
     path("v1/docs", SpectacularSwaggerView.as_view(url_name="openapi", authentication_classes=[], permission_classes=[]), name="api-docs"),
-    path("v1/redoc", SpectacularRedocView.as_view(url_name="openapi", authentication_classes=[], permission_classes=[]), name="api-redoc"),
+    path(
+        "v1/redoc",
+        SpectacularRedocView.as_view(
+            url_name="openapi", template_name="api/redoc.html", authentication_classes=[], permission_classes=[]
+        ),
+        name="api-redoc",
+    ),
     path("v1/", include(api_patterns)),
     re_path(r"^v1/(?P<path>.*)$", core_views.unknown_api_route),
 ]

@@ -1,5 +1,5 @@
 from django.db import connection
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from core.errors import envelope
@@ -7,7 +7,8 @@ from core.errors import envelope
 
 @csrf_exempt
 def unknown_api_route(request, path=""):
-    return envelope(request, "not_found_error", f"no such endpoint: {request.method} /v1/{path}")
+    shown = path if len(path) <= 200 else path[:199] + "…"
+    return envelope(request, "not_found_error", f"no such endpoint: {request.method[:16]} /v1/{shown}")
 
 
 def healthz(request):
@@ -38,3 +39,13 @@ def readyz(request):
     if failing:
         body["failing"] = failing
     return JsonResponse(body, status=status)
+
+
+def metrics(request):
+    """Prometheus text format. No API key: expose it only where Prometheus can reach it."""
+    from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4
+
+    from core.metrics import exposition
+
+    # generate_latest writes the classic 0.0.4 text format, which every Prometheus version reads.
+    return HttpResponse(exposition(), content_type=CONTENT_TYPE_PLAIN_0_0_4)

@@ -34,7 +34,7 @@ class Command(BaseCommand):
         self.stdout.write(f"API key: {self._demo_key(var)}")
         self.stdout.flush()
 
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "PROMETHEUS_MULTIPROC_DIR": str(self._metrics_dir(var))}
         python = sys.executable
         commands = {
             "web": [python, "manage.py", "runserver", f"{host}:{port}", "--noreload", "--insecure"],
@@ -66,9 +66,11 @@ class Command(BaseCommand):
             self._stop(children)
 
     def _stop(self, children):
+        # Each main process first, so Celery shuts its own pool down warmly; the whole group is
+        # killed only if something is still there after the grace period.
         for child in children.values():
             if child.poll() is None:
-                os.killpg(child.pid, signal.SIGTERM)
+                child.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 10
         for child in children.values():
             try:
@@ -80,6 +82,15 @@ class Command(BaseCommand):
                 os.killpg(child.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+    def _metrics_dir(self, var: Path) -> Path:
+        """A fresh directory where web, worker and scheduler write their metric samples, so /metrics
+        adds up all three. Samples of an earlier run are removed: their processes are gone."""
+        directory = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or var / "prometheus")
+        directory.mkdir(parents=True, exist_ok=True)
+        for stale in directory.glob("*.db"):
+            stale.unlink()
+        return directory
 
     def _demo_key(self, var: Path) -> str:
         """The demo key is created once; its plain text is kept in var/ (mode 0600) so later runs can

@@ -152,7 +152,7 @@ def main(argv=None) -> int:
             if new_file:
                 f.write("# Benchmarks\n")
             f.write("\n".join(lines))
-    return 0 if met else 1
+    return 0 if met else 2
 
 
 if __name__ == "__main__":

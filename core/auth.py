@@ -72,7 +72,10 @@ def resolve_principal(request) -> Principal:
             raise PermissionDeniedError("this API key cannot act in the requested workspace")
         workspace = api_key.workspace
     elif requested:
-        workspace = Workspace.objects.filter(organization_id=api_key.organization_id, pk=requested).first()
+        workspace = None
+        # An id no workspace can have (NUL is not storable in PostgreSQL text) is simply unknown.
+        if len(requested) <= 64 and "\x00" not in requested:
+            workspace = Workspace.objects.filter(organization_id=api_key.organization_id, pk=requested).first()
         if workspace is None:
             raise PermissionDeniedError("this API key cannot act in the requested workspace")
     else:

@@ -4,7 +4,7 @@ The cursor names the last row seen by (created_at, id) and the list it belongs t
 so it is stable under concurrent inserts and a forged or foreign cursor is a 400.
 """
 
-from datetime import datetime
+from datetime import datetime, timezone
 
 from django.core import signing
 from django.db.models import Q
@@ -18,8 +18,12 @@ _SALT = "core.pagination.cursor"
 def parse_limit(raw, *, maximum: int = 100, default: int = DEFAULT_LIMIT) -> int:
     if raw is None or raw == "":
         return default
+    text = str(raw).strip()
+    # int() also reads "١٠" and "５"; a limit is plain ASCII digits, as the SDK sends it.
+    if not text.isascii():
+        raise InvalidRequest(f"limit: must be an integer between 1 and {maximum}")
     try:
-        value = int(str(raw).strip())
+        value = int(text)
     except (TypeError, ValueError):
         raise InvalidRequest(f"limit: must be an integer between 1 and {maximum}")
     if value < 1 or value > maximum:
@@ -38,8 +42,12 @@ def decode_cursor(kind: str, token: str) -> tuple[datetime, str]:
         payload = signing.loads(token, salt=_SALT)
         if payload.get("k") != kind:
             raise signing.BadSignature("foreign cursor")
-        return datetime.fromisoformat(payload["t"]), str(payload["i"])
-    except (signing.BadSignature, KeyError, TypeError, ValueError, AttributeError):
+        created_at, pk = datetime.fromisoformat(payload["t"]), str(payload["i"])
+        # Only this server signs cursors, but keep what reaches the database to what it writes.
+        if created_at.tzinfo is None or "\x00" in pk or len(pk) > 64:
+            raise ValueError("not a cursor this server wrote")
+        return created_at.astimezone(timezone.utc), pk
+    except (signing.BadSignature, KeyError, TypeError, ValueError, AttributeError, OverflowError):
         raise InvalidRequest("page: invalid or expired pagination cursor")
 
 

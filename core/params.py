@@ -28,7 +28,11 @@ def parse_datetime(name: str, raw: str | None) -> datetime | None:
         raise InvalidRequest(f"{name}: must be an RFC 3339 timestamp, e.g. 2026-05-09T00:00:00Z")
     if value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
-    return value
+    # Python accepts offsets up to ±23:59, PostgreSQL only up to ±15:59: hand the database UTC.
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError:
+        raise InvalidRequest(f"{name}: must be an RFC 3339 timestamp, e.g. 2026-05-09T00:00:00Z")
 
 
 def parse_choice(name: str, raw: str | None, choices) -> str | None:

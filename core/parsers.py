@@ -6,8 +6,32 @@ from rest_framework.parsers import BaseParser
 from core.errors import InvalidRequest, RequestTooLarge
 
 
+# Deeper than any request the API defines (tool input schemas included), and shallow enough that
+# validating, storing (json.dumps in the database adapter) and rendering it never hit Python's
+# recursion limit.
+MAX_DEPTH = 100
+
+
 def _reject_constant(name):
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _depth(data) -> int:
+    """Nesting depth of parsed JSON (an object or array counts one level), without recursion."""
+    deepest, stack = 0, [(data, 1)]
+    while stack:
+        value, level = stack.pop()
+        if isinstance(value, dict):
+            children = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        deepest = max(deepest, level)
+        if deepest > MAX_DEPTH:
+            return deepest
+        stack.extend((child, level + 1) for child in children)
+    return deepest
 
 
 class StrictJSONParser(BaseParser):
@@ -34,9 +58,11 @@ class StrictJSONParser(BaseParser):
         except UnicodeDecodeError:
             raise InvalidRequest("request body is not valid UTF-8")
         except RecursionError:
-            raise InvalidRequest("request body is nested too deeply")
+            raise InvalidRequest(f"request body is nested too deeply (at most {MAX_DEPTH} levels)")
         except ValueError as exc:
             raise InvalidRequest(f"request body is not valid JSON: {exc}")
         if not isinstance(data, dict):
             raise InvalidRequest("request body must be a JSON object")
+        if _depth(data) > MAX_DEPTH:
+            raise InvalidRequest(f"request body is nested too deeply (at most {MAX_DEPTH} levels)")
         return data

@@ -19,7 +19,8 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db.models import CharField, DateTimeField, F, Q, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from core import ids, metrics
@@ -172,13 +173,13 @@ def _archive_for_lost_agent(*, deployment: Deployment, outcome: SessionOutcome) 
 def _claim(fire_id: str, now: datetime) -> bool:
     lease = now + timedelta(seconds=settings.FIRE_LEASE_SECONDS)
     claimable = Q(status=Fire.Status.PENDING) | Q(status=Fire.Status.CLAIMED, lease_expires_at__lt=now)
+    # One statement: the first claim also fixes the start time and the run id (COALESCE keeps
+    # them on a re-claim), so every retry agrees on them.
     updated = Fire.objects.filter(claimable, pk=fire_id).update(
-        status=Fire.Status.CLAIMED, lease_expires_at=lease, attempts=F("attempts") + 1, updated_at=now
+        status=Fire.Status.CLAIMED, lease_expires_at=lease, attempts=F("attempts") + 1, updated_at=now,
+        started_at=Coalesce(F("started_at"), Value(now, output_field=DateTimeField())),
+        run_id=Coalesce(F("run_id"), Value(ids.new_id("deployment_run"), output_field=CharField())),
     )
-    if updated:
-        # First claim fixes the start time and the run id, so every retry agrees on them.
-        Fire.objects.filter(pk=fire_id, started_at__isnull=True).update(started_at=now)
-        Fire.objects.filter(pk=fire_id, run_id__isnull=True).update(run_id=ids.new_id("deployment_run"))
     return bool(updated)
 
 
@@ -218,7 +219,9 @@ def execute_fire(fire_id: str, *, gateway: SessionGateway | None = None) -> Fire
         if not _claim(fire_id, now):
             logger.info("fire not claimed (finished, or held by another worker)")
             return FireResult("not_claimed")
-        fire = Fire.objects.select_related("deployment").get(pk=fire_id)
+        # A transactional gateway re-reads the deployment under its lock: no need to join it here.
+        fires = Fire.objects if gateway.transactional else Fire.objects.select_related("deployment")
+        fire = fires.get(pk=fire_id)
         with log_context(deployment_id=fire.deployment_id, run_id=fire.run_id):
             logger.info("fire claimed (attempt %d)", fire.attempts, extra={"scheduled_at": fire.scheduled_at.isoformat()})
             if gateway.transactional:

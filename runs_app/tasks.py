@@ -1,6 +1,17 @@
-from celery import shared_task
+from celery import shared_task, signals
+from django.db import close_old_connections
 
 from runs_app import firing
+
+
+@signals.task_prerun.connect
+@signals.task_postrun.connect
+def recycle_database_connections(**kwargs):
+    """Around each task, what Django does around each request: close a connection that is past
+    CONN_MAX_AGE or unusable (after a database restart), keep a healthy one. Celery's own Django
+    fixup would close it unconditionally — a new PostgreSQL connection per fire — were
+    CELERY_DB_REUSE_MAX not set (config/settings.py)."""
+    close_old_connections()
 
 
 @shared_task(name="runs.fire", acks_late=True, reject_on_worker_lost=True, ignore_result=True)

@@ -1,4 +1,5 @@
 import functools
+import importlib
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -18,7 +19,19 @@ def _build(name: str) -> SessionGateway:
         from runs_app.gateways.anthropic import AnthropicGateway
 
         return AnthropicGateway()
-    raise ImproperlyConfigured(f"SESSION_GATEWAY must be 'local' or 'anthropic', not {name!r}")
+    if ":" in name:
+        # "package.module:Class" plugs in another backend (tests use it to inject platform faults).
+        module_name, _, class_name = name.partition(":")
+        try:
+            gateway_class = getattr(importlib.import_module(module_name), class_name)
+        except (ImportError, AttributeError) as exc:
+            raise ImproperlyConfigured(f"SESSION_GATEWAY {name!r} cannot be imported: {exc}") from exc
+        if not (isinstance(gateway_class, type) and issubclass(gateway_class, SessionGateway)):
+            raise ImproperlyConfigured(f"SESSION_GATEWAY {name!r} is not a SessionGateway subclass")
+        return gateway_class()
+    raise ImproperlyConfigured(
+        f"SESSION_GATEWAY must be 'local', 'anthropic' or 'package.module:GatewayClass', not {name!r}"
+    )
 
 
 def get_gateway() -> SessionGateway:

@@ -13,9 +13,11 @@ class LocalGateway(SessionGateway):
         from accounts_app.models import Organization, Workspace
         from platform_app.services import session_create
 
+        # session_create reads both rows itself (and refuses a disabled organization or an
+        # archived workspace): hand it their keys only, not two more queries per fire.
+        organization = Organization(pk=request.organization_id)
+        workspace = Workspace(pk=request.workspace_id, organization_id=request.organization_id)
         try:
-            organization = Organization.objects.get(pk=request.organization_id)
-            workspace = Workspace.objects.get(pk=request.workspace_id)
             session, _created = session_create(
                 organization=organization,
                 workspace=workspace,

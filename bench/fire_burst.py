@@ -1,0 +1,526 @@
+"""Fire burst: N deployments all due in the same minute, real scheduler and workers.
+
+Usage (from the repository root; PostgreSQL and Redis on 127.0.0.1)::
+
+    .venv/bin/python bench/fire_burst.py [--deployments 10000] [--workers 1,2,4] [--runs 3] [--no-write]
+
+Set-up: N deployments (bulk_create, one organization per 1,000 — the product's per-organization
+limit — each with one agent and one environment), every one with a schedule that fires once, at
+the next whole minute M, and a random jitter fraction (SCHEDULER_MAX_JITTER_SECONDS, default 10 s).
+For each worker count W and each run: the run tables are emptied, ONE scheduler is started
+(`celery beat` with runs_app.scheduler:FireScheduler) and W worker processes (`celery worker
+-P prefork -c W` by default; `--pool solo` starts W separate `-P solo` workers instead), on a
+queue of their own, with the local session gateway. The bench waits for M, polls the
+DeploymentRun count, and computes every figure from the database:
+
+- last: the last DeploymentRun.created_at minus M;
+- lateness: Fire.started_at (first claim) minus Fire.due_at (M + jitter): p50, p99, max;
+- fires/s: runs recorded / (last run − first run), i.e. the rate sustained over the burst;
+- duplicates: a second run, or a second session, for one deployment and minute; misses: a
+  deployment without a run for M. Both must be 0.
+- CPU seconds spent during the burst by the workers, the scheduler, the PostgreSQL backends
+  serving this database and Redis, against the machine's capacity (cores × seconds): where the
+  time goes, hence what saturates.
+
+`--jitter 0` puts every fire due at M exactly: the rate then measured is the capacity.
+Prints one summary line and appends a dated section to docs/benchmarks.md (unless --no-write).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as common  # noqa: E402
+
+LOG_DIR = Path(os.environ.get("BENCH_LOG_DIR", "/tmp/sd-bench-logs"))
+LEAD_SECONDS = 20  # processes need this long to be up before the minute
+
+
+@dataclass
+class Burst:
+    workers: int
+    pool: str
+    minute: datetime
+    recorded: int = 0
+    expected: int = 0
+    last_s: float = float("nan")
+    first_s: float = float("nan")
+    lateness: list[float] = field(default_factory=list)
+    rate: float = float("nan")
+    duplicates: int = 0
+    misses: int = 0
+    cpu: dict[str, float] = field(default_factory=dict)
+    window_s: float = 0.0
+    load: tuple = ()
+    scheduler_done_s: float = float("nan")
+
+    @property
+    def p50(self) -> float:
+        return common.percentile(self.lateness, 50)
+
+    @property
+    def p99(self) -> float:
+        return common.percentile(self.lateness, 99)
+
+    @property
+    def max(self) -> float:
+        return max(self.lateness) if self.lateness else float("nan")
+
+
+class RunAborted(Exception):
+    """A worker or the scheduler died mid-burst (e.g. Redis restarted under it): the run is void."""
+
+
+class Processes:
+    """The worker(s) and the scheduler of one run. Only PIDs started here are ever signalled."""
+
+    def __init__(self, env: dict[str, str], queue: str):
+        self.env = env
+        self.queue = queue
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.logs: dict[str, Path] = {}
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+
+    def start(self, name: str, argv: list[str]) -> None:
+        path = LOG_DIR / f"{self.queue}-{name}.log"
+        self.logs[name] = path
+        self.procs[name] = subprocess.Popen(
+            argv, cwd=common.ROOT, env=self.env, stdout=path.open("ab"), stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def start_worker(self, name: str, concurrency: int, pool: str) -> None:
+        self.start(name, [
+            sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", self.queue, "-c", str(concurrency),
+            "-P", pool, "-n", f"{name}-{self.queue}@%h", "--without-gossip", "--without-mingle",
+            "--without-heartbeat", "--loglevel", "INFO",
+        ])
+
+    def start_scheduler(self) -> None:
+        self.start("scheduler", [
+            sys.executable, "-m", "celery", "-A", "config", "beat", "--loglevel", "INFO", "--pidfile=",
+            "-s", str(LOG_DIR / f"{self.queue}-beat.schedule"),
+        ])
+
+    def wait_for(self, name: str, needle: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if needle in self.logs[name].read_text(errors="replace"):
+                return
+            if self.procs[name].poll() is not None:
+                raise RuntimeError(f"{name} exited early; see {self.logs[name]}")
+            time.sleep(0.1)
+        raise TimeoutError(f"{needle!r} not seen in {self.logs[name]}")
+
+    def pids(self, prefix: str) -> list[int]:
+        out = []
+        for name, proc in self.procs.items():
+            if name.startswith(prefix) and proc.poll() is None:
+                out.extend(common.group_pids(proc.pid))
+        return out
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + 15
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        for proc in self.procs.values():
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+
+
+# --- data --------------------------------------------------------------------------------------
+
+
+def seed(count: int) -> None:
+    """Organizations of 1,000 deployments each, with an agent and an environment each."""
+    import random
+
+    from accounts_app.services import default_workspace, organization_get_or_create
+    from deployments_app.models import Deployment
+    from tests.factories import USER_MESSAGE, make_agent, make_environment
+
+    common.truncate(
+        "runs_app_deploymentrun", "runs_app_fire", "platform_app_session", "deployments_app_deployment",
+        "platform_app_agentversion", "platform_app_agent", "platform_app_environment",
+    )
+
+    class Tenant:
+        def __init__(self, index: int):
+            self.organization = organization_get_or_create(name=f"bench-org-{index}")
+            self.workspace = default_workspace(self.organization)
+
+    rng = random.Random(20261123)
+    rows = []
+    for org_index in range((count + 999) // 1000):
+        tenant = Tenant(org_index)
+        agent = make_agent(tenant, name=f"bench agent {org_index}")
+        environment = make_environment(tenant, name=f"bench env {org_index}")
+        for i in range(min(1000, count - org_index * 1000)):
+            rows.append(Deployment(
+                organization=tenant.organization, workspace=tenant.workspace, name=f"burst {org_index}-{i}",
+                agent_id=agent.id, agent_version=agent.latest_version, environment_id=environment.id,
+                initial_events=[USER_MESSAGE], schedule_expression="0 0 1 1 *", schedule_timezone="UTC",
+                next_fire_at=None, jitter_fraction=rng.random(),
+            ))
+    Deployment.objects.bulk_create(rows, batch_size=2000)
+
+
+def arm(minute: datetime) -> None:
+    """Empty the run tables and make every deployment due at `minute` (once a year thereafter)."""
+    from deployments_app.models import Deployment
+
+    common.truncate("runs_app_deploymentrun", "runs_app_fire", "platform_app_session")
+    expression = f"{minute.minute} {minute.hour} {minute.day} {minute.month} *"
+    Deployment.objects.update(
+        schedule_expression=expression, schedule_timezone="UTC", next_fire_at=minute, last_run_at=None,
+        missed_fires=0, status="active", paused_reason=None, archived_at=None,
+    )
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE deployments_app_deployment")
+
+
+def backend_pids() -> list[int]:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+def redis_pids() -> list[int]:
+    out = subprocess.run(["pgrep", "-x", "redis-server"], capture_output=True, text=True).stdout.split()
+    return [int(p) for p in out]
+
+
+def cpu_snapshot(procs: Processes) -> dict[str, dict[int, float]]:
+    groups = {
+        "workers": procs.pids("worker"),
+        "scheduler": procs.pids("scheduler"),
+        "postgres": backend_pids(),
+        "redis": redis_pids(),
+    }
+    return {name: {pid: common.proc_cpu_seconds([pid]) for pid in pids} for name, pids in groups.items()}
+
+
+def merge_cpu(into: dict, snapshot: dict) -> None:
+    for name, pids in snapshot.items():
+        group = into.setdefault(name, {})
+        for pid, seconds in pids.items():
+            group[pid] = max(seconds, group.get(pid, 0.0))
+
+
+def cpu_delta(before, after) -> dict[str, float]:
+    return {
+        name: sum(seconds - before.get(name, {}).get(pid, 0.0) for pid, seconds in pids.items())
+        for name, pids in after.items()
+    }
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) jiffies summed over every core, from /proc/stat."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    idle = values[3] + values[4]
+    return sum(values) - idle, sum(values)
+
+
+def retrying(fn, attempts: int = 60):
+    """fn() again after a dropped connection (other people's fault tests restart PostgreSQL)."""
+    from django.db import OperationalError, InterfaceError, connection
+
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except (OperationalError, InterfaceError):
+            if attempt + 1 == attempts:
+                raise
+            connection.close()
+            time.sleep(1.0)
+
+
+# --- one run -----------------------------------------------------------------------------------
+
+
+def one_burst(count: int, workers: int, pool: str, max_jitter: float, timeout: float) -> Burst:
+    from django.db import connection
+    from django.utils import timezone
+
+    from runs_app.models import DeploymentRun, Fire
+
+    now = timezone.now()
+    minute = (now + timedelta(seconds=LEAD_SECONDS + 60)).replace(second=0, microsecond=0) - timedelta(minutes=1)
+    if (minute - now).total_seconds() < LEAD_SECONDS:
+        minute += timedelta(minutes=1)
+    arm(minute)
+    queue = f"bench-{uuid.uuid4().hex[:10]}"
+    env = common.bench_env(CELERY_QUEUE=queue, SCHEDULER_MAX_JITTER_SECONDS=max_jitter, SESSION_GATEWAY="local")
+    procs = Processes(env, queue)
+    burst = Burst(workers=workers, pool=pool, minute=minute, expected=count)
+    try:
+        if pool == "solo":
+            for index in range(workers):
+                procs.start_worker(f"worker{index}", 1, "solo")
+        else:
+            procs.start_worker("worker", workers, pool)
+        procs.start_scheduler()
+        for name in procs.procs:
+            procs.wait_for(name, "ready." if name.startswith("worker") else "beat: Starting")
+        delay = (minute - timezone.now()).total_seconds() - 1.0
+        if delay > 0:
+            time.sleep(delay)
+        connection.close()
+        load_before = common.loadavg()
+        cpu_before = retrying(lambda: cpu_snapshot(procs))
+        busy_before = machine_busy()
+        clock_before = time.monotonic()
+        deadline = minute + timedelta(seconds=max_jitter + timeout)
+        cpu_after: dict[str, dict[int, float]] = {}
+        polls = 0
+        while timezone.now() < deadline:
+            if polls % 4 == 0:
+                # Sampled as it goes: a process that ends (a database connection recycled after
+                # CONN_MAX_AGE) keeps the CPU it had at its last sample.
+                merge_cpu(cpu_after, retrying(lambda: cpu_snapshot(procs)))
+            polls += 1
+            gone = [name for name, proc in procs.procs.items() if proc.poll() is not None]
+            if gone:
+                raise RunAborted(f"{', '.join(gone)} exited during the burst; see {LOG_DIR}")
+            if retrying(lambda: DeploymentRun.objects.count() >= count
+                        and not Fire.objects.exclude(status="done").exists()):
+                break
+            time.sleep(0.25)
+        merge_cpu(cpu_after, retrying(lambda: cpu_snapshot(procs)))
+        busy_after = machine_busy()
+        burst.window_s = time.monotonic() - clock_before
+        burst.load = (load_before, common.loadavg())
+        time.sleep(1.0)  # anything doubled would show up now
+    finally:
+        procs.stop()
+    burst.cpu = cpu_delta(cpu_before, cpu_after)
+    cores = len(os.sched_getaffinity(0))
+    burst.cpu["machine"] = (busy_after[0] - busy_before[0]) / os.sysconf("SC_CLK_TCK")
+    burst.cpu["capacity"] = cores * burst.window_s
+
+    retrying(lambda: analyze(burst, count, minute))
+    log = procs.logs.get("scheduler")
+    burst.scheduler_done_s = scheduler_publish_end(log, minute, count) if log else float("nan")
+    return burst
+
+
+def analyze(burst: Burst, count: int, minute: datetime) -> None:
+    """Every figure from the database's timestamps."""
+    from django.db.models import Count, Max, Min
+
+    from platform_app.models import Session
+    from runs_app.models import DeploymentRun, Fire
+
+    runs = DeploymentRun.objects.filter(trigger_type="schedule", scheduled_at=minute)
+    burst.recorded = runs.count()
+    span = runs.aggregate(first=Min("created_at"), last=Max("created_at"))
+    if span["last"] is not None:
+        burst.last_s = (span["last"] - minute).total_seconds()
+        burst.first_s = (span["first"] - minute).total_seconds()
+        window = (span["last"] - span["first"]).total_seconds()
+        burst.rate = burst.recorded / window if window > 0 else float("nan")
+    burst.lateness = [
+        (started - due).total_seconds()
+        for started, due in Fire.objects.filter(scheduled_at=minute, started_at__isnull=False)
+        .values_list("started_at", "due_at")
+    ]
+    doubled_runs = (
+        DeploymentRun.objects.filter(trigger_type="schedule").values("deployment_id", "scheduled_at")
+        .annotate(n=Count("id")).filter(n__gt=1).count()
+    )
+    sessions = Session.objects.count()
+    burst.duplicates = doubled_runs + max(0, sessions - DeploymentRun.objects.count())
+    burst.misses = count - runs.values("deployment_id").distinct().count()
+    fires = Fire.objects.filter(scheduled_at=minute).values_list("status").annotate(n=Count("id"))
+    if dict(fires).get("done", 0) != burst.recorded:
+        print(f"  note: fire states {dict(fires)}", file=sys.stderr)
+
+
+def scheduler_publish_end(log: Path, minute: datetime, count: int) -> float:
+    """Seconds after the minute at which the scheduler logged its count-th 'fire published' (the
+    end of the burst's first publication; later lines are the recovery's re-publications)."""
+    import json
+
+    last = None
+    seen = 0
+    for line in log.read_text(errors="replace").splitlines():
+        if '"fire published"' not in line:
+            continue
+        try:
+            last = json.loads(line)["ts"]
+        except (ValueError, KeyError):
+            continue
+        seen += 1
+        if seen >= count:
+            break
+    if last is None:
+        return float("nan")
+    stamp = datetime.fromisoformat(last.replace("Z", "+00:00"))
+    return (stamp - minute).total_seconds()
+
+
+# --- report ------------------------------------------------------------------------------------
+
+
+def summarize(bursts: list[Burst]) -> dict:
+    med = common.median
+    cpu_keys = ["workers", "scheduler", "postgres", "redis", "machine", "capacity"]
+    return {
+        "runs": len(bursts),
+        "last": med(b.last_s for b in bursts),
+        "p50": med(b.p50 for b in bursts),
+        "p99": med(b.p99 for b in bursts),
+        "max": med(b.max for b in bursts),
+        "rate": med(b.rate for b in bursts),
+        "published": med(b.scheduler_done_s for b in bursts),
+        "duplicates": sum(b.duplicates for b in bursts),
+        "misses": sum(b.misses for b in bursts),
+        "recorded": min(b.recorded for b in bursts),
+        "cpu": {k: med(b.cpu.get(k, 0.0) for b in bursts) for k in cpu_keys},
+        "load": max(b.load[0][0] for b in bursts),
+    }
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt  # so the `finally` that stops the worker and scheduler runs
+
+
+def main(argv=None) -> int:
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--deployments", type=int, default=10_000)
+    parser.add_argument("--workers", default="1,2,4", help="comma-separated worker counts")
+    parser.add_argument("--runs", type=int, default=3, help="runs per worker count (medians are reported)")
+    parser.add_argument("--pool", choices=["prefork", "solo"], default="prefork")
+    parser.add_argument("--jitter", type=float, default=10.0, help="SCHEDULER_MAX_JITTER_SECONDS (0: all due at once)")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds past the last due time to wait")
+    parser.add_argument("--no-write", action="store_true", help="do not append to docs/benchmarks.md")
+    args = parser.parse_args(argv)
+    worker_counts = [int(w) for w in args.workers.split(",") if w.strip()]
+
+    common.configure()
+    load_start = common.loadavg()
+    seed(args.deployments)
+    results: dict[int, dict] = {}
+    voided: list[str] = []
+    for workers in worker_counts:
+        bursts = []
+        attempts = 0
+        while len(bursts) < args.runs:
+            attempts += 1
+            try:
+                burst = one_burst(args.deployments, workers, args.pool, args.jitter, args.timeout)
+            except RunAborted as exc:
+                voided.append(f"W={workers}: {exc}")
+                print(f"  W={workers}: run void, {exc}", file=sys.stderr, flush=True)
+                if attempts >= args.runs + 2:
+                    raise
+                continue
+            bursts.append(burst)
+            run = len(bursts) - 1
+            print(
+                f"  W={workers} run {run + 1}: {burst.recorded}/{burst.expected} recorded, last +{burst.last_s:.2f}s, "
+                f"lateness p50 {burst.p50:.3f}s p99 {burst.p99:.3f}s max {burst.max:.3f}s, {burst.rate:.0f} fires/s, "
+                f"published by +{burst.scheduler_done_s:.2f}s, dup {burst.duplicates}, miss {burst.misses}, "
+                f"cpu {', '.join(f'{k} {v:.1f}s' for k, v in burst.cpu.items())}, load {burst.load[0][0]:.2f}",
+                file=sys.stderr, flush=True,
+            )
+        results[workers] = summarize(bursts)
+    load_end = common.loadavg()
+
+    limit = args.jitter + 2.0
+    met = {
+        "all recorded": all(r["recorded"] == args.deployments for r in results.values()),
+        f"last ≤ {limit:g}s": all(r["last"] <= limit for r in results.values()),
+        "p99 ≤ 1s": all(r["p99"] <= 1.0 for r in results.values()),
+        "≥1000 fires/s": max(r["rate"] for r in results.values()) >= 1000,
+        "0 dup/miss": all(r["duplicates"] == 0 and r["misses"] == 0 for r in results.values()),
+    }
+    print(
+        f"fire_burst: N={args.deployments} jitter {args.jitter:g}s {args.pool} | "
+        + " | ".join(
+            f"W={w} last +{r['last']:.2f}s p50 {r['p50'] * 1000:.0f}ms p99 {r['p99'] * 1000:.0f}ms "
+            f"max {r['max'] * 1000:.0f}ms {r['rate']:.0f}/s dup {r['duplicates']} miss {r['misses']}"
+            for w, r in results.items()
+        )
+        + " | targets: " + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in met.items())
+    )
+
+    if not args.no_write:
+        pool_text = (
+            f"one `celery worker -P prefork -c W`" if args.pool == "prefork"
+            else "W separate `celery worker -P solo` processes"
+        )
+        lines = [
+            f"## fire_burst — {common.stamp()}",
+            "",
+            f"Machine: {common.machine()}; {common.load_note(load_start, load_end)}. "
+            f"{args.deployments:,} deployments due at the same minute, jitter up to {args.jitter:g} s, "
+            f"PostgreSQL + Redis, local gateway, one scheduler (`celery beat`, FireScheduler) and {pool_text}; "
+            f"medians of {args.runs} runs per W (duplicates and misses: totals over the runs).",
+            "",
+            "| W | recorded | last run after the minute | lateness p50 | p99 | max | fires/s | "
+            "last publish after the minute | duplicates | misses | max 1-min load |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for workers, r in results.items():
+            lines.append(
+                f"| {workers} | {r['recorded']:,} | {r['last']:.2f} s | {r['p50'] * 1000:.0f} ms | "
+                f"{r['p99'] * 1000:.0f} ms | {r['max'] * 1000:.0f} ms | {r['rate']:.0f} | "
+                f"{r['published']:.2f} s | {r['duplicates']} | {r['misses']} | {r['load']:.2f} |"
+            )
+        lines += [
+            "",
+            "CPU during the burst, median run: seconds, and in brackets milliseconds per fire. The capacity is "
+            "cores × the burst's wall time; 'whole machine' includes whatever else ran on it.",
+            "",
+            "| W | workers | scheduler | PostgreSQL backends | Redis | whole machine | capacity |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for workers, r in results.items():
+            c = r["cpu"]
+            per = {k: c[k] / max(1, r["recorded"]) * 1000 for k in c}
+            lines.append(
+                f"| {workers} | {c['workers']:.1f} ({per['workers']:.1f}) | {c['scheduler']:.1f} "
+                f"({per['scheduler']:.1f}) | {c['postgres']:.1f} ({per['postgres']:.1f}) | {c['redis']:.1f} "
+                f"({per['redis']:.1f}) | {c['machine']:.1f} ({per['machine']:.1f}) | {c['capacity']:.1f} |"
+            )
+        if voided:
+            lines += ["", "Runs voided and repeated (a process died under them): " + "; ".join(voided) + "."]
+        lines += ["", "Targets: " + "; ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in met.items()) + "."]
+        common.append_report(lines)
+    return 0 if all(met.values()) else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

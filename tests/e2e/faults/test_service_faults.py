@@ -1,0 +1,87 @@
+"""Scenarios 4 and 6: Redis and PostgreSQL go away in the middle of a burst and come back.
+
+Both services are shared with the rest of the suite: they are always started again in a `finally`
+and the test waits until they answer. No process of ours is restarted by the test — recovering is
+the system's job.
+"""
+
+import pytest
+from django.utils import timezone
+
+from runs_app.models import DeploymentRun
+from tests.e2e.faults.harness import (
+    assert_alive, assert_invariants, create_burst, fires_reclaimed, fires_republished, measure, next_anchor, pg_ready,
+    pg_start, pg_stop, record, redis_ping, redis_start, redis_stop, start_ready, stay_down, wait_settled, wait_until,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.faults, pytest.mark.django_db(transaction=True)]
+
+BURST = 200
+SETTLE_SECONDS = 120
+REDIS_DOWN_SECONDS = 5
+POSTGRES_DOWN_SECONDS = 20
+
+
+def test_redis_restarted_mid_burst_loses_no_fire(tenant, start_processes):
+    procs = start_processes()
+    start_ready(procs)
+    burst = create_burst(tenant, BURST, next_anchor())
+
+    wait_until(burst.at(4))
+    runs_before = DeploymentRun.objects.count()
+    try:
+        redis_stop()
+        stopped_at = timezone.now()
+        back_early = stay_down(REDIS_DOWN_SECONDS, redis_ping)
+    finally:
+        redis_start()
+    cleared = timezone.now()
+    down = back_early if back_early is not None else (cleared - stopped_at).total_seconds()
+
+    settled = wait_settled(BURST, timeout=SETTLE_SECONDS)
+    assert_alive(procs)
+    procs.stop_all()
+    figures = measure(
+        "4 Redis restart", expected=burst.expected, fault_cleared_at=cleared, last_due=burst.last_due,
+        notes={"runs before the restart": runs_before, "Redis down": f"{down:.1f}s" + (" (started again by another process)" if back_early else ""),
+               "republished": fires_republished(procs), "fires re-claimed": fires_reclaimed()},
+    )
+    record(figures)
+    assert settled, figures.line()
+    assert_invariants(figures)
+    assert runs_before < BURST, "Redis went down after the burst: the fault was not exercised"
+
+
+def test_postgres_down_20s_mid_burst_recovers_by_itself(tenant, start_processes):
+    procs = start_processes()
+    start_ready(procs)
+    burst = create_burst(tenant, BURST, next_anchor())
+
+    wait_until(burst.at(4))
+    runs_before = DeploymentRun.objects.count()
+    try:
+        pg_stop()
+        stopped_at = timezone.now()
+        back_early = stay_down(POSTGRES_DOWN_SECONDS, pg_ready)
+    finally:
+        pg_start()
+    cleared = timezone.now()
+    down = back_early if back_early is not None else (cleared - stopped_at).total_seconds()
+
+    settled = wait_settled(BURST, timeout=SETTLE_SECONDS)
+    assert_alive(procs)
+    procs.stop_all()
+    errors = DeploymentRun.objects.filter(error_type__isnull=False).count()
+    figures = measure(
+        "6 PostgreSQL down 20 s", expected=burst.expected, fault_cleared_at=cleared, last_due=burst.last_due,
+        notes={"runs before the stop": runs_before,
+               "PostgreSQL down": f"{down:.1f}s" + (" (started again by another process)" if back_early else ""),
+               "runs with an error": errors, "republished": fires_republished(procs),
+               "fires re-claimed": fires_reclaimed()},
+    )
+    record(figures)
+    assert settled, figures.line()
+    assert_invariants(figures)
+    assert runs_before < BURST, "PostgreSQL went down after the burst: the fault was not exercised"
+    # The platform is this database: its outage delays sessions, it does not make them fail.
+    assert errors == 0, figures.line()

@@ -129,8 +129,10 @@ def choice(value, path: str, choices, *, nullable: bool = False):
     if value is None and nullable:
         return None
     if not isinstance(value, str) or value not in choices:
-        shown = value if isinstance(value, str) else type_name(value)
-        fail(path, f"must be one of {', '.join(choices)} (got {str(shown)[:64]!r})")
+        # The rejected value is not repeated: a credential pasted into the wrong field must not
+        # come back in an error message.
+        shown = "another string" if isinstance(value, str) else type_name(value)
+        fail(path, f"must be one of {', '.join(choices)} (got {shown})")
     return value
 
 
@@ -237,7 +239,7 @@ def _agent_tool_config(value, path: str, defaults: dict) -> dict:
     value = obj(value, path)
     name = choice(required(value, "name", path), f"{path}.name", AGENT_TOOL_NAMES)
     if value.get("type") is not None and value["type"] != name:
-        fail(f"{path}.type", f"must be {name!r} when given (got {str(value['type'])[:64]!r})")
+        fail(f"{path}.type", f"must be {name!r} when given")
     enabled = boolean(value.get("enabled"), f"{path}.enabled", nullable=True)
     result = {
         "name": name,

@@ -15,7 +15,7 @@ trap 'rm -f "$SUMMARY"' EXIT
 
 {
     echo
-    echo "# bench/run_all.sh — $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo "## bench/run_all.sh — $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo
     echo "$(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GiB", $2/1024/1024}' /proc/meminfo) RAM; 1-min load average at start: $(cut -d' ' -f1 /proc/loadavg). The four sections below are one run."
 } >> docs/benchmarks.md

@@ -29,6 +29,9 @@ SCENARIOS = {
     "with every message it had reserved, and started again 2 s later.",
     "4 Redis restart": "redis-server is shut down without saving in the middle of the burst (every queued "
     "and reserved message is lost) and started again 5 s later.",
+    "4b Redis restart, worker holding countdowns": "the deterministic form of 4's worst case: the worker has "
+    "reserved every fire of a small burst (unacknowledged countdown messages, all due 5–10 s later) and waits idle "
+    "on the queue when redis-server is shut down for 5 s.",
     "5a two schedulers": "two scheduler processes at once, claiming in batches of 50.",
     "5b three schedulers, one frozen": "three scheduler processes; the first one seen publishing the burst is "
     "frozen with SIGSTOP right after its claim committed, kept frozen for 15 s, then resumed with SIGCONT.",

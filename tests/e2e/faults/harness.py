@@ -92,7 +92,11 @@ class Burst:
         return self.anchor + timedelta(seconds=seconds)
 
 
-def create_burst(tenant, n: int, anchor: datetime, *, expression: str | None = None) -> Burst:
+def create_burst(
+    tenant, n: int, anchor: datetime, *, expression: str | None = None, jitter: tuple[float, float] = (0.0, 1.0)
+) -> Burst:
+    """`n` deployments due at `anchor`, their jitter fractions spread evenly over `jitter`."""
+    low, high = jitter
     agent = make_agent(tenant)
     environment = make_environment(tenant)
     rows = [
@@ -100,7 +104,7 @@ def create_burst(tenant, n: int, anchor: datetime, *, expression: str | None = N
             organization=tenant.organization, workspace=tenant.workspace, name=f"burst {i}",
             agent_id=agent.id, agent_version=agent.latest_version, environment_id=environment.id,
             initial_events=[USER_MESSAGE], schedule_expression=expression or f"{anchor.minute} * * * *",
-            schedule_timezone="UTC", next_fire_at=anchor, jitter_fraction=(i + 0.5) / n,
+            schedule_timezone="UTC", next_fire_at=anchor, jitter_fraction=low + (high - low) * (i + 0.5) / n,
         )
         for i in range(n)
     ]

@@ -10,13 +10,15 @@ from django.utils import timezone
 
 from runs_app.models import DeploymentRun
 from tests.e2e.faults.harness import (
-    assert_alive, assert_invariants, create_burst, fires_reclaimed, fires_republished, measure, next_anchor, pg_ready,
-    pg_start, pg_stop, record, redis_ping, redis_start, redis_stop, start_ready, stay_down, wait_settled, wait_until,
+    MAX_JITTER, assert_alive, assert_invariants, create_burst, fires_reclaimed, fires_republished, measure,
+    next_anchor, pg_ready, pg_start, pg_stop, record, redis_ping, redis_start, redis_stop, start_ready, stay_down,
+    wait_for_log_count, wait_settled, wait_until,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults, pytest.mark.django_db(transaction=True)]
 
 BURST = 200
+HELD = 40
 SETTLE_SECONDS = 120
 REDIS_DOWN_SECONDS = 5
 POSTGRES_DOWN_SECONDS = 20
@@ -50,6 +52,41 @@ def test_redis_restarted_mid_burst_loses_no_fire(tenant, start_processes):
     assert settled, figures.line()
     assert_invariants(figures)
     assert runs_before < BURST, "Redis went down after the burst: the fault was not exercised"
+
+
+def test_worker_holding_countdown_fires_survives_redis_restart(tenant, start_processes):
+    """The deterministic form of scenario 4's worst case: the worker has reserved every fire of a
+    burst (unacknowledged countdown messages) and waits, idle, on the queue when Redis goes away.
+    kombu 5.7.0 stopped such a worker with "Unrecoverable error" (see runs_app/broker.py)."""
+    procs = start_processes()
+    start_ready(procs)
+    burst = create_burst(tenant, HELD, next_anchor(max_late=1), jitter=(0.5, 1.0))
+
+    wait_for_log_count(procs, "worker", '] received"', HELD, timeout=90)
+    assert timezone.now() < burst.at(MAX_JITTER / 2), "a fire became due before Redis went down"
+    try:
+        redis_stop()
+        stopped_at = timezone.now()
+        back_early = stay_down(REDIS_DOWN_SECONDS, redis_ping)
+    finally:
+        redis_start()
+    cleared = timezone.now()
+    down = back_early if back_early is not None else (cleared - stopped_at).total_seconds()
+
+    settled = wait_settled(HELD, timeout=SETTLE_SECONDS)
+    assert_alive(procs)
+    procs.stop_all()
+    figures = measure(
+        "4b Redis restart, worker holding countdowns", expected=burst.expected, fault_cleared_at=cleared,
+        last_due=burst.last_due,
+        notes={"fires reserved by the worker": HELD,
+               "Redis down": f"{down:.1f}s" + (" (started again by another process)" if back_early else ""),
+               "worker reconnections": procs.log_text("worker").count("Connected to redis"),
+               "republished": fires_republished(procs)},
+    )
+    record(figures)
+    assert settled, figures.line()
+    assert_invariants(figures)
 
 
 def test_postgres_down_20s_mid_burst_recovers_by_itself(tenant, start_processes):

@@ -1,6 +1,7 @@
 """Per-API-key request rate limit (API_RATE_LIMIT_PER_MINUTE): a fixed one-minute window counted
 in the shared cache, so every web process sees the same count."""
 
+import logging
 import time
 
 from django.conf import settings
@@ -8,6 +9,7 @@ from django.core.cache import cache
 from rest_framework.throttling import BaseThrottle
 
 WINDOW_SECONDS = 60
+logger = logging.getLogger("core.throttle")
 
 
 class ApiKeyRateThrottle(BaseThrottle):
@@ -19,12 +21,17 @@ class ApiKeyRateThrottle(BaseThrottle):
         now = time.time()
         window = int(now // WINDOW_SECONDS)
         key = f"throttle:{api_key.pk}:{window}"
-        cache.add(key, 0, timeout=WINDOW_SECONDS * 2)
         try:
-            count = cache.incr(key)
-        except ValueError:  # expired between add and incr
-            cache.set(key, 1, timeout=WINDOW_SECONDS * 2)
-            count = 1
+            cache.add(key, 0, timeout=WINDOW_SECONDS * 2)
+            try:
+                count = cache.incr(key)
+            except ValueError:  # expired between add and incr
+                cache.set(key, 1, timeout=WINDOW_SECONDS * 2)
+                count = 1
+        except Exception as exc:  # noqa: BLE001 — the counter store being down must not fail requests
+            # Fail open: an unreachable cache stops rate limiting, never the API itself.
+            logger.warning("rate-limit counter unavailable, request allowed: %s", type(exc).__name__)
+            return True
         self._wait = (window + 1) * WINDOW_SECONDS - now
         return count <= limit
 

@@ -35,3 +35,18 @@ def test_no_limit_by_default(tenant, settings):
     settings.API_RATE_LIMIT_PER_MINUTE = None
     client = tenant.client()
     assert {client.get("/v1/deployment_runs").status_code for _ in range(30)} == {200}
+
+
+def test_an_unreachable_counter_store_lets_requests_through(tenant, settings, monkeypatch):
+    import redis
+    from django.core.cache.backends.redis import RedisCache
+
+    from core import throttle
+
+    settings.API_RATE_LIMIT_PER_MINUTE = 1
+    unreachable = RedisCache("redis://127.0.0.1:1/0", {})  # nothing listens on port 1
+    monkeypatch.setattr(throttle, "cache", unreachable)
+    with pytest.raises(redis.exceptions.ConnectionError):
+        unreachable.add("probe", 1)
+    client = tenant.client()
+    assert [client.get("/v1/deployment_runs").status_code for _ in range(3)] == [200, 200, 200]

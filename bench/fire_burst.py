@@ -478,7 +478,7 @@ def main(argv=None) -> int:
 
     if not args.no_write:
         pool_text = (
-            f"one `celery worker -P prefork -c W`" if args.pool == "prefork"
+            "one `celery worker -P prefork -c W`" if args.pool == "prefork"
             else "W separate `celery worker -P solo` processes"
         )
         lines = [

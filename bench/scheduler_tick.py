@@ -365,7 +365,7 @@ def main(argv=None) -> int:
                          f"×{med(p['update']) / med(o['update']):,.0f} |")
         lines += [
             "",
-            f"Ours, claim only (no publish, no recovery sweep), idle: "
+            "Ours, claim only (no publish, no recovery sweep), idle: "
             + ", ".join(f"N={n:,} {med(o['idle_claim']):.2f} ms" for n, (o, _) in rows.items()) + ".",
             "",
             f"Targets: idle tick ≤{TARGET_IDLE_MS:g} ms: {'met' if idle_met else 'NOT met'}; flat in N "

@@ -65,7 +65,8 @@ def expected_outcome(plan: tuple[str, ...], attempts: int) -> tuple[str, int]:
 
 
 def keys(namespace: str) -> dict[str, str]:
-    return {"calls": f"faultgw:{namespace}:calls", "plans": f"faultgw:{namespace}:plans", "next": f"faultgw:{namespace}:next"}
+    prefix = f"faultgw:{namespace}"
+    return {"calls": f"{prefix}:calls", "plans": f"{prefix}:plans", "next": f"{prefix}:next"}
 
 
 class FaultGateway(SessionGateway):

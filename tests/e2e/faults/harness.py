@@ -221,15 +221,15 @@ def services_ready(timeout: float = 120) -> None:
     _wait(lambda: pg_ready() and redis_ping(), "PostgreSQL and Redis to answer", timeout)
 
 
-def stay_down(seconds: float, is_up) -> float | None:
-    """Keep a stopped service down for `seconds`, watching it: returns after how many seconds it
-    came back by itself (another process started it), or None if it stayed down."""
+def stay_down(seconds: float, is_up) -> bool:
+    """Keep a stopped service down for `seconds` more, watching it: True if it came back before
+    (another process started it, e.g. a concurrent `make test` running scripts/ensure-services.sh)."""
     started = time.monotonic()
     while time.monotonic() - started < seconds:
         if is_up():
-            return time.monotonic() - started
+            return True
         time.sleep(0.5)
-    return None
+    return False
 
 
 def _wait(predicate, what: str, timeout: float) -> None:
@@ -310,7 +310,9 @@ def measure(
         runs=len(runs),
         duplicate_runs=sum(count - 1 for count in per_occurrence.values()),
         duplicate_sessions=(
-            sum(count - 1 for count in per_key.values()) + sum(count - 1 for count in per_session.values()) + len(orphans)
+            sum(count - 1 for count in per_key.values())
+            + sum(count - 1 for count in per_session.values())
+            + len(orphans)
         ),
         missed=len(expected - set(per_occurrence)),
         unexpected=len(set(per_occurrence) - expected),

@@ -17,7 +17,9 @@ GRACE = 5
 @pytest.fixture
 def published(monkeypatch):
     sent = []
-    monkeypatch.setattr(scheduler, "publish", lambda fires, now=None: sent.extend(fire_id for fire_id, _, _ in fires))
+    monkeypatch.setattr(
+        scheduler, "publish", lambda fires, now=None: sent.extend(fire_id for fire_id, _, _ in fires)
+    )
     return sent
 
 
@@ -25,7 +27,8 @@ def published(monkeypatch):
 def stuck_fire(tenant):
     deployment = make_deployment(tenant, agent=make_agent(tenant), environment=make_environment(tenant))
     due = timezone.now().replace(microsecond=0) - timedelta(minutes=10)
-    return Fire.objects.create(deployment=deployment, scheduled_at=due, due_at=due, published_at=due - timedelta(seconds=3))
+    claimed_at = due - timedelta(seconds=3)
+    return Fire.objects.create(deployment=deployment, scheduled_at=due, due_at=due, published_at=claimed_at)
 
 
 @override_settings(FIRE_RECOVERY_GRACE_SECONDS=GRACE)
@@ -47,7 +50,8 @@ def test_pending_fire_is_republished_after_grace_then_with_doubling_waits_up_to_
 @override_settings(FIRE_RECOVERY_GRACE_SECONDS=GRACE, FIRE_LEASE_SECONDS=8)
 def test_expired_claim_is_republished_once_its_lease_is_over(stuck_fire, published):
     due = stuck_fire.due_at
-    Fire.objects.filter(pk=stuck_fire.pk).update(status=Fire.Status.CLAIMED, lease_expires_at=due + timedelta(seconds=8))
+    lease_end = due + timedelta(seconds=8)
+    Fire.objects.filter(pk=stuck_fire.pk).update(status=Fire.Status.CLAIMED, lease_expires_at=lease_end)
     assert scheduler.recover(due + timedelta(seconds=7)) == 0
     assert scheduler.recover(due + timedelta(seconds=9)) == 1
     assert scheduler.recover(due + timedelta(seconds=15)) == 0

@@ -1,4 +1,4 @@
-"""Scenarios 4 and 6: Redis and PostgreSQL go away in the middle of a burst and come back.
+"""Scenarios 4, 4b and 6: Redis and PostgreSQL go away in the middle of a burst and come back.
 
 Both services are shared with the rest of the suite: they are always started again in a `finally`
 and the test waits until they answer. No process of ours is restarted by the test — recovering is
@@ -11,8 +11,8 @@ from django.utils import timezone
 from runs_app.models import DeploymentRun
 from tests.e2e.faults.harness import (
     MAX_JITTER, assert_alive, assert_invariants, create_burst, fires_reclaimed, fires_republished, measure,
-    next_anchor, pg_ready, pg_start, pg_stop, record, redis_ping, redis_start, redis_stop, start_ready, stay_down,
-    wait_for_log_count, wait_settled, wait_until,
+    next_anchor, pg_ready, pg_start, pg_stop, record, redis_ping, redis_start, redis_stop, seconds_since,
+    start_ready, stay_down, wait_for_log_count, wait_settled, wait_until,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults, pytest.mark.django_db(transaction=True)]
@@ -32,20 +32,21 @@ def test_redis_restarted_mid_burst_loses_no_fire(tenant, start_processes):
     wait_until(burst.at(4))
     runs_before = DeploymentRun.objects.count()
     try:
+        stopped_at = timezone.now()  # unreachable from the stop request on, however long shutting down takes
         redis_stop()
-        stopped_at = timezone.now()
-        back_early = stay_down(REDIS_DOWN_SECONDS, redis_ping)
+        back_early = stay_down(REDIS_DOWN_SECONDS - seconds_since(stopped_at), redis_ping)
     finally:
         redis_start()
     cleared = timezone.now()
-    down = back_early if back_early is not None else (cleared - stopped_at).total_seconds()
+    down = (cleared - stopped_at).total_seconds()
 
     settled = wait_settled(BURST, timeout=SETTLE_SECONDS)
     assert_alive(procs)
     procs.stop_all()
     figures = measure(
         "4 Redis restart", expected=burst.expected, fault_cleared_at=cleared, last_due=burst.last_due,
-        notes={"runs before the restart": runs_before, "Redis down": f"{down:.1f}s" + (" (started again by another process)" if back_early else ""),
+        notes={"runs before the restart": runs_before,
+               "Redis down": f"{down:.1f}s" + (" (started again by another process)" if back_early else ""),
                "republished": fires_republished(procs), "fires re-claimed": fires_reclaimed()},
     )
     record(figures)
@@ -65,13 +66,13 @@ def test_worker_holding_countdown_fires_survives_redis_restart(tenant, start_pro
     wait_for_log_count(procs, "worker", '] received"', HELD, timeout=90)
     assert timezone.now() < burst.at(MAX_JITTER / 2), "a fire became due before Redis went down"
     try:
+        stopped_at = timezone.now()  # unreachable from the stop request on, however long shutting down takes
         redis_stop()
-        stopped_at = timezone.now()
-        back_early = stay_down(REDIS_DOWN_SECONDS, redis_ping)
+        back_early = stay_down(REDIS_DOWN_SECONDS - seconds_since(stopped_at), redis_ping)
     finally:
         redis_start()
     cleared = timezone.now()
-    down = back_early if back_early is not None else (cleared - stopped_at).total_seconds()
+    down = (cleared - stopped_at).total_seconds()
 
     settled = wait_settled(HELD, timeout=SETTLE_SECONDS)
     assert_alive(procs)
@@ -97,13 +98,13 @@ def test_postgres_down_20s_mid_burst_recovers_by_itself(tenant, start_processes)
     wait_until(burst.at(4))
     runs_before = DeploymentRun.objects.count()
     try:
+        stopped_at = timezone.now()  # unreachable from the stop request on, however long shutting down takes
         pg_stop()
-        stopped_at = timezone.now()
-        back_early = stay_down(POSTGRES_DOWN_SECONDS, pg_ready)
+        back_early = stay_down(POSTGRES_DOWN_SECONDS - seconds_since(stopped_at), pg_ready)
     finally:
         pg_start()
     cleared = timezone.now()
-    down = back_early if back_early is not None else (cleared - stopped_at).total_seconds()
+    down = (cleared - stopped_at).total_seconds()
 
     settled = wait_settled(BURST, timeout=SETTLE_SECONDS)
     assert_alive(procs)

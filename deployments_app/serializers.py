@@ -698,7 +698,7 @@ def parse_rfc3339(name: str, raw: str) -> datetime:
         raise InvalidRequest(problem)
     try:
         value = datetime.fromisoformat(raw[:-1] + "+00:00" if raw[-1] in "Zz" else raw)
-        value.astimezone(dt_timezone.utc)
+        value = value.astimezone(dt_timezone.utc)  # PostgreSQL accepts offsets only up to ±15:59
     except (ValueError, OverflowError):
         raise InvalidRequest(problem)
     return value

@@ -1,6 +1,11 @@
 """`make run`: migrate, create the demo organization and key once, then run the web server, a
-Celery worker and the scheduler together in the foreground until Ctrl-C stops all of them."""
+Celery worker and the scheduler together in the foreground until Ctrl-C stops all of them.
 
+SIGINT, SIGTERM and SIGHUP (a closed terminal) all stop the children and their own processes before
+runall exits. If runall is killed outright, Linux still takes the children down with it (parent-death
+signal); if a child dies on its own, runall names it, stops the others and exits non-zero."""
+
+import ctypes
 import os
 import secrets
 import signal
@@ -11,9 +16,64 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.management import call_command
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 DEMO_ORGANIZATION = "Demo"
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+GRACE_SECONDS = 10
+PR_SET_PDEATHSIG = 1
+
+
+class StopRequest:
+    """Signal handler for STOP_SIGNALS. It only records the signal: the stop itself runs in the main
+    loop, where it cannot be interrupted half-way. A second signal while stopping skips the grace
+    period (pressing Ctrl-C twice)."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self.hurry = False
+
+    def __call__(self, signum, frame):
+        if self.signum is None:
+            self.signum = signum
+        else:
+            self.hurry = True
+
+    def install(self):
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, self)
+
+
+def die_with_parent():
+    """A preexec_fn that makes the kernel SIGKILL the child when runall dies, even by SIGKILL, when
+    nothing is left to stop it. SIGKILL is safe here: tasks are acked late and requeued when a worker
+    is lost, and Celery's pool processes carry the same signal towards their worker. None where prctl
+    is not available (not Linux): there the children are only stopped by runall's own handlers."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec():
+        prctl(PR_SET_PDEATHSIG, ctypes.c_ulong(signal.SIGKILL), ctypes.c_ulong(0), ctypes.c_ulong(0),
+              ctypes.c_ulong(0))
+        # runall may have died between fork and prctl: then the signal would never come.
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return preexec
+
+
+def describe_exit(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            return f"was killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"was killed by signal {-returncode}"
+    return f"exited with code {returncode}"
 
 
 class Command(BaseCommand):
@@ -43,45 +103,71 @@ class Command(BaseCommand):
             "scheduler": [python, "-m", "celery", "-A", "config", "beat", "--loglevel", "INFO",
                           "--pidfile", ""],
         }
-        children = {
-            name: subprocess.Popen(cmd, cwd=settings.BASE_DIR, env=env, start_new_session=True)
-            for name, cmd in commands.items()
-        }
-        self.stdout.write(f"Serving http://{host}:{port}/ (admin at /admin/, API docs at /v1/docs); Ctrl-C stops everything")
-        stopping = {"flag": False}
-
-        def stop(signum, frame):
-            stopping["flag"] = True
-
-        signal.signal(signal.SIGINT, stop)
-        signal.signal(signal.SIGTERM, stop)
+        # Handlers go in before the first child starts, so no signal can leave a child behind.
+        stop = StopRequest()
+        stop.install()
+        children: dict[str, subprocess.Popen] = {}
+        failed = None
         try:
-            while not stopping["flag"]:
-                for name, child in children.items():
-                    if child.poll() is not None:
-                        self.stderr.write(f"{name} exited with code {child.returncode}; stopping the rest")
-                        stopping["flag"] = True
-                time.sleep(0.5)
+            self._start(commands, env, stop, children)
+            self._say(f"Serving http://{host}:{port}/ (admin at /admin/, API docs at /v1/docs); Ctrl-C stops everything")
+            failed = self._watch(children, stop)
+            if failed:
+                self._say(f"{failed} {describe_exit(children[failed].returncode)}; stopping the rest", error=True)
+            else:
+                self._say(f"{signal.Signals(stop.signum).name} received; stopping web, worker and scheduler")
         finally:
-            self._stop(children)
+            self._stop(children, stop)
+        if failed:
+            raise CommandError(f"{failed} {describe_exit(children[failed].returncode)}")
 
-    def _stop(self, children):
-        # Each main process first, so Celery shuts its own pool down warmly; the whole group is
-        # killed only if something is still there after the grace period.
+    def _start(self, commands: dict, env: dict, stop: StopRequest, children: dict[str, subprocess.Popen]):
+        """Each child leads its own session: Ctrl-C reaches runall alone, which stops the children in
+        order, and a whole child (Celery's pool processes too) can be killed as one process group.
+        Children are added as they start, so a failed start still stops the ones before it."""
+        for name, cmd in commands.items():
+            if stop.signum is not None:
+                break
+            children[name] = subprocess.Popen(
+                cmd, cwd=settings.BASE_DIR, env=env, start_new_session=True, preexec_fn=die_with_parent()
+            )
+
+    def _watch(self, children: dict[str, subprocess.Popen], stop: StopRequest) -> str | None:
+        """Wait for a stop signal or for a child to exit; the name of a child that exited, if any."""
+        while stop.signum is None:
+            for name, child in children.items():
+                if child.poll() is not None:
+                    return name
+            time.sleep(0.2)
+        return None
+
+    def _stop(self, children: dict[str, subprocess.Popen], stop: StopRequest):
+        """SIGTERM to each main process first, so Celery shuts its own pool down warmly; whatever is
+        left of each process group after the grace period (or at a second signal) is killed."""
         for child in children.values():
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        for child in children.values():
-            try:
-                child.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
+        deadline = time.monotonic() + GRACE_SECONDS
+        while (not stop.hurry and time.monotonic() < deadline
+               and any(child.poll() is None for child in children.values())):
+            time.sleep(0.1)
         for child in children.values():
             try:
                 os.killpg(child.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        for child in children.values():
+            child.wait()
+
+    def _say(self, message: str, error: bool = False):
+        """Best effort: after SIGHUP the terminal is gone and writing to it fails, which must not keep
+        the children from being stopped."""
+        stream = self.stderr if error else self.stdout
+        try:
+            stream.write(message)
+            stream.flush()
+        except OSError:
+            pass
 
     def _metrics_dir(self, var: Path) -> Path:
         """A fresh directory where web, worker and scheduler write their metric samples, so /metrics

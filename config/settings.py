@@ -141,6 +141,10 @@ STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", BASE_DIR / "staticfiles"))
 API_MAX_BODY_BYTES = env_int("API_MAX_BODY_BYTES", 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
 API_RATE_LIMIT_PER_MINUTE = env_int("API_RATE_LIMIT_PER_MINUTE", None)
+# Seconds each web process remembers an API key's lookup (the key, its organization and workspace):
+# a key revoked, or an organization or workspace changed, in another process is seen at most this
+# long after (at once in the process that made the change). 0 looks the key up on every request.
+AUTH_CACHE_SECONDS = env_float("AUTH_CACHE_SECONDS", 1.0)
 REQUIRED_BETA = "managed-agents-2026-04-01"
 
 REST_FRAMEWORK = {
@@ -228,11 +232,16 @@ CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1_000_000)
 SCHEDULER_MAX_JITTER_SECONDS = env_float("SCHEDULER_MAX_JITTER_SECONDS", 10.0)
 SCHEDULER_CATCHUP_WINDOW_SECONDS = env_int("SCHEDULER_CATCHUP_WINDOW_SECONDS", 300)
 SCHEDULER_TICK_SECONDS = env_float("SCHEDULER_TICK_SECONDS", 1.0)
-# A tick claims fires due up to this far ahead and publishes them with the remaining countdown, so a
-# fire due between two ticks is in a worker's hands at its moment instead of up to a tick late.
-SCHEDULER_LOOKAHEAD_SECONDS = env_float("SCHEDULER_LOOKAHEAD_SECONDS", SCHEDULER_TICK_SECONDS)
+# A tick claims fires due up to this far ahead and publishes them with the remaining countdown, so
+# the fires of a busy minute are written and in the workers' hands before it starts. Safe to make
+# long: a worker skips a fire whose deployment was paused, archived or rescheduled since.
+SCHEDULER_LOOKAHEAD_SECONDS = env_float("SCHEDULER_LOOKAHEAD_SECONDS", 5.0)
 SCHEDULER_BATCH_SIZE = env_int("SCHEDULER_BATCH_SIZE", 500)
 FIRE_LEASE_SECONDS = env_int("FIRE_LEASE_SECONDS", 30)
+# Fires due within FIRE_BATCH_WINDOW_SECONDS of each other travel as one message of at most
+# FIRE_BATCH_SIZE fires, claimed and recorded together by one worker.
+FIRE_BATCH_SIZE = env_int("FIRE_BATCH_SIZE", 50)
+FIRE_BATCH_WINDOW_SECONDS = env_float("FIRE_BATCH_WINDOW_SECONDS", 0.1)
 FIRE_RECOVERY_GRACE_SECONDS = env_int("FIRE_RECOVERY_GRACE_SECONDS", 15)
 ORG_SCHEDULED_DEPLOYMENT_LIMIT = env_int("ORG_SCHEDULED_DEPLOYMENT_LIMIT", 1000)
 

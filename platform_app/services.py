@@ -10,9 +10,10 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Count
 from django.utils import timezone
 
-from core.errors import InvalidRequest
+from core.errors import ApiError, InvalidRequest
 from platform_app import selectors, shapes
 from platform_app.errors import (
     AgentArchived,
@@ -357,6 +358,36 @@ def _check_rate_limit(organization) -> None:
     raise SessionRateLimited(organization.pk, limit=limit, retry_after=max(1, math.ceil(wait)))
 
 
+def _session_fields(
+    *, agent, environment_id, initial_events, resources, vault_ids, metadata, title, budget, deployment_run_id
+) -> dict:
+    """A session request's fields, validated (errors name the field) and in the form they are stored:
+    `agent_id`, `version` (None = latest), then the Session columns."""
+    shapes.reject_unstorable_fields(
+        {
+            "agent": agent, "environment_id": environment_id, "initial_events": initial_events, "resources": resources,
+            "vault_ids": vault_ids, "metadata": metadata, "title": title, "budget": budget,
+            "deployment_run_id": deployment_run_id,
+        }
+    )
+    agent_id, version = shapes.agent_reference(agent)
+    fields = {
+        "agent_id": agent_id,
+        "version": version,
+        "environment_id": shapes.string(environment_id, "environment_id", max_length=64),
+        "initial_events": shapes.initial_events(initial_events),
+        "resources": shapes.session_resources(resources, timezone.now()),
+        "vault_ids": shapes.vault_ids(vault_ids),
+        "metadata": shapes.metadata(metadata),
+        "title": shapes.string(title, "title", max_length=512, nullable=True, allow_empty=True),
+        "budget": shapes.budget(budget),
+        "deployment_run_id": deployment_run_id,
+    }
+    if deployment_run_id is not None:
+        shapes.string(deployment_run_id, "deployment_run_id", max_length=64)
+    return fields
+
+
 def session_create(
     *,
     organization,
@@ -394,24 +425,12 @@ def session_create(
     if existing is not None:
         return existing, False
 
-    shapes.reject_unstorable_fields(
-        {
-            "agent": agent, "environment_id": environment_id, "initial_events": initial_events, "resources": resources,
-            "vault_ids": vault_ids, "metadata": metadata, "title": title, "budget": budget,
-            "deployment_run_id": deployment_run_id,
-        }
+    fields = _session_fields(
+        agent=agent, environment_id=environment_id, initial_events=initial_events, resources=resources,
+        vault_ids=vault_ids, metadata=metadata, title=title, budget=budget, deployment_run_id=deployment_run_id,
     )
-    now = timezone.now()
-    agent_id, version_number = shapes.agent_reference(agent)
-    environment_id = shapes.string(environment_id, "environment_id", max_length=64)
-    events = shapes.initial_events(initial_events)
-    stored_resources = shapes.session_resources(resources, now)
-    vaults = shapes.vault_ids(vault_ids)
-    meta = shapes.metadata(metadata)
-    title = shapes.string(title, "title", max_length=512, nullable=True, allow_empty=True)
-    budget = shapes.budget(budget)
-    if deployment_run_id is not None:
-        shapes.string(deployment_run_id, "deployment_run_id", max_length=64)
+    agent_id, version_number, environment_id = fields.pop("agent_id"), fields.pop("version"), fields["environment_id"]
+    vaults = fields["vault_ids"]
 
     tenant = {"organization": fresh_org, "workspace": fresh_ws}
     agent_row = selectors.agent_get(**tenant, agent_id=agent_id)
@@ -446,16 +465,9 @@ def session_create(
                 workspace=fresh_ws,
                 agent=agent_row,
                 agent_version=version.version,
-                environment=environment,
                 status=Session.Status.IDLE,
-                title=title,
-                initial_events=events,
-                resources=stored_resources,
-                vault_ids=vaults,
-                metadata=meta,
-                budget=budget,
-                deployment_run_id=deployment_run_id,
                 idempotency_key=idempotency_key,
+                **fields,
             )
     except IntegrityError:
         existing = _replay(fresh_org, fresh_ws, idempotency_key)
@@ -463,3 +475,134 @@ def session_create(
             raise
         return existing, False
     return session, True
+
+
+def sessions_create_batch(requests: list[dict]) -> list[Session | None]:
+    """`session_create` for many requests at once, in a fixed number of statements whatever their
+    number (a scheduler burst creates thousands of sessions a second). Call it inside a transaction.
+
+    Each request carries `organization_id`, `workspace_id`, `idempotency_key` and the keyword
+    arguments of `session_create`. A request gets its session (new, or the existing one for its
+    key) only when every check of `session_create` passes; otherwise None, and the caller asks
+    `session_create` for that one alone, which raises the precise error. The same rules apply in
+    the same order: organization, workspace, replay, shape, agent and version, roster,
+    environment, vaults, rate limit (organizations with a limit are locked, as one at a time).
+    """
+    from accounts_app.models import Organization, Workspace
+
+    results: list[Session | None] = [None] * len(requests)
+    if not requests:
+        return results
+    organizations = Organization.objects.in_bulk({r["organization_id"] for r in requests})
+    workspaces = Workspace.objects.in_bulk({r["workspace_id"] for r in requests})
+    limits = {
+        pk: limit for pk, org in organizations.items()
+        if org.disabled_at is None and (limit := session_rate_limit(org)) is not None
+    }
+    used = _lock_and_count(limits)
+
+    candidates = []  # (index, request, validated fields)
+    for index, request in enumerate(requests):
+        org = organizations.get(request["organization_id"])
+        ws = workspaces.get(request["workspace_id"])
+        key = request.get("idempotency_key")
+        if org is None or org.disabled_at is not None or ws is None or ws.archived_at is not None:
+            continue
+        if ws.organization_id != org.pk or key is None:
+            continue
+        try:
+            shapes.reject_unstorable(shapes.string(key, "Idempotency-Key", max_length=255), "Idempotency-Key")
+            fields = _session_fields(**{name: request.get(name) for name in _FIELD_ARGUMENTS})
+        except ApiError:
+            continue
+        candidates.append((index, request, fields))
+    if not candidates:
+        return results
+
+    replays = {
+        (s.organization_id, s.idempotency_key): s
+        for s in Session.objects.filter(
+            organization_id__in={r["organization_id"] for _, r, _ in candidates},
+            idempotency_key__in={r["idempotency_key"] for _, r, _ in candidates},
+        )
+    }
+    agents = Agent.objects.in_bulk({f["agent_id"] for _, _, f in candidates})
+    wanted = {
+        (f["agent_id"], f["version"] or agents[f["agent_id"]].latest_version)
+        for _, _, f in candidates if f["agent_id"] in agents
+    }
+    versions = selectors.agent_versions_by_ref(wanted)
+    rosters = {ref: selectors.agent_roster_ids(version) for ref, version in versions.items()}
+    subagents = Agent.objects.in_bulk({sub for ids in rosters.values() for sub in ids})
+    environments = Environment.objects.in_bulk({f["environment_id"] for _, _, f in candidates})
+    vaults = Vault.objects.in_bulk({v for _, _, f in candidates for v in f["vault_ids"]})
+
+    def usable(row, org_id, ws_id) -> bool:
+        return row is not None and row.organization_id == org_id and row.workspace_id == ws_id and row.archived_at is None
+
+    new_sessions, seen_keys = [], set()
+    for index, request, fields in candidates:
+        org_id, ws_id, key = request["organization_id"], request["workspace_id"], request["idempotency_key"]
+        if (org_id, key) in seen_keys:
+            continue
+        seen_keys.add((org_id, key))
+        existing = replays.get((org_id, key))
+        if existing is not None:
+            if existing.workspace_id == ws_id:
+                results[index] = existing
+            continue
+        agent = agents.get(fields["agent_id"])
+        if not usable(agent, org_id, ws_id):
+            continue
+        ref = (agent.pk, fields["version"] or agent.latest_version)
+        if ref not in versions:
+            continue
+        roster = [subagents.get(sub) for sub in rosters[ref]]
+        if any(sub is None or sub.organization_id != org_id or sub.archived_at is not None for sub in roster):
+            continue
+        if not usable(environments.get(fields["environment_id"]), org_id, ws_id):
+            continue
+        if not all(usable(vaults.get(vault_id), org_id, ws_id) for vault_id in fields["vault_ids"]):
+            continue
+        if org_id in limits:
+            if used[org_id] >= limits[org_id]:
+                continue
+            used[org_id] += 1
+        session = Session(
+            organization_id=org_id, workspace_id=ws_id, agent_id=agent.pk, agent_version=ref[1],
+            status=Session.Status.IDLE, idempotency_key=key,
+            **{name: value for name, value in fields.items() if name not in ("agent_id", "version")},
+        )
+        new_sessions.append(session)
+        results[index] = session
+    try:
+        with transaction.atomic():
+            Session.objects.bulk_create(new_sessions)
+    except IntegrityError:
+        # A key committed concurrently: let each request go through session_create's replay.
+        return [None] * len(requests)
+    return results
+
+
+_FIELD_ARGUMENTS = (
+    "agent", "environment_id", "initial_events", "resources", "vault_ids", "metadata", "title", "budget",
+    "deployment_run_id",
+)
+
+
+def _lock_and_count(limits: dict[str, int]) -> dict[str, int]:
+    """Lock the rate-limited organizations (in key order, so batches never deadlock) and count the
+    sessions each created in the last minute."""
+    from accounts_app.models import Organization
+
+    if not limits:
+        return {}
+    list(Organization.objects.select_for_update().filter(pk__in=limits).order_by("pk").values_list("pk", flat=True))
+    since = timezone.now() - RATE_WINDOW
+    counts = (
+        Session.objects.filter(organization_id__in=limits, created_at__gt=since)
+        .values_list("organization_id").annotate(count=Count("pk"))
+    )
+    used = {pk: 0 for pk in limits}
+    used.update(dict(counts))
+    return used

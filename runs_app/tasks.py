@@ -26,3 +26,14 @@ def recover() -> int:
     from runs_app.scheduler import recover as recover_fires
 
     return recover_fires()
+
+
+@shared_task(name="runs.fire_batch", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def fire_batch(fire_ids: list[str]) -> dict:
+    """Execute fires due at about the same moment, together (what the scheduler publishes). Safe to
+    deliver more than once: only fires this worker claims are acted on."""
+    results = firing.execute_fires(list(fire_ids))
+    counts: dict[str, int] = {}
+    for result in results.values():
+        counts[result.status] = counts.get(result.status, 0) + 1
+    return counts

@@ -62,3 +62,9 @@ class SessionGateway:
 
     def create_session(self, request: SessionRequest) -> SessionOutcome:
         raise NotImplementedError
+
+    def create_sessions(self, requests: list[SessionRequest]) -> list[SessionOutcome | None]:
+        """Sessions for many requests at once, where the backend can do that cheaper than one by
+        one. None for a request means "not answered here: call create_session for it". Only
+        called on transactional gateways, inside the fire batch's transaction."""
+        return [None] * len(requests)

@@ -39,6 +39,36 @@ class LocalGateway(SessionGateway):
         return SessionOutcome.success(session.id)
 
 
+    def create_sessions(self, requests: list[SessionRequest]) -> list[SessionOutcome | None]:
+        """Every request that passes all of the platform's checks gets its session here, in a few
+        statements for the whole batch; the others are left to create_session, which reports the
+        precise error."""
+        from platform_app.services import sessions_create_batch
+
+        try:
+            sessions = sessions_create_batch([_batch_request(request) for request in requests])
+        except DatabaseError as exc:
+            raise GatewayUnavailable(f"platform database error: {type(exc).__name__}") from exc
+        return [None if session is None else SessionOutcome.success(session.id) for session in sessions]
+
+
+def _batch_request(request: SessionRequest) -> dict:
+    return {
+        "organization_id": request.organization_id,
+        "workspace_id": request.workspace_id,
+        "agent": {"type": "agent", "id": request.agent_id, "version": request.agent_version},
+        "environment_id": request.environment_id,
+        "initial_events": request.initial_events,
+        "resources": request.resources,
+        "vault_ids": request.vault_ids,
+        "metadata": request.metadata,
+        "title": request.title,
+        "budget": request.budget,
+        "idempotency_key": request.idempotency_key,
+        "deployment_run_id": request.deployment_run_id,
+    }
+
+
 def outcome_for_platform_error(exc: ApiError) -> SessionOutcome:
     if getattr(exc, "archives_deployment", False):
         return SessionOutcome.agent_gone(exc.message)

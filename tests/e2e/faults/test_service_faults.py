@@ -58,8 +58,9 @@ def test_redis_restarted_mid_burst_loses_no_fire(tenant, start_processes):
 def test_worker_holding_countdown_fires_survives_redis_restart(tenant, start_processes):
     """The deterministic form of scenario 4's worst case: the worker has reserved every fire of a
     burst (unacknowledged countdown messages) and waits, idle, on the queue when Redis goes away.
-    kombu 5.7.0 stopped such a worker with "Unrecoverable error" (see runs_app/broker.py)."""
-    procs = start_processes()
+    kombu 5.7.0 stopped such a worker with "Unrecoverable error" (see runs_app/broker.py).
+    One fire per message here, so the worker holds one countdown message per fire."""
+    procs = start_processes(FIRE_BATCH_SIZE="1")
     start_ready(procs)
     burst = create_burst(tenant, HELD, next_anchor(max_late=1), jitter=(0.5, 1.0))
 

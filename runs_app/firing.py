@@ -347,12 +347,17 @@ def claim_fires(fire_ids: list[str], now: datetime) -> list[ClaimedFire]:
 
 def execute_fires(fire_ids: list[str], *, gateway: SessionGateway | None = None) -> dict[str, FireResult]:
     """Run a batch of scheduled fires, each exactly once: what execute_fire does for one, with the
-    work shared. One statement claims them all; with a transactional gateway, one transaction
-    then locks their deployments and fires, creates every session, run and fire state that needs
-    no decision, and sets `last_run_at`. Whatever needs one (a platform error and its policy, a
-    race with another worker) is finished one fire at a time by execute_fire's own code."""
+    work shared when the gateway is transactional (the built-in platform): one statement claims
+    them all, one transaction locks their deployments and fires, creates every session, run and
+    fire state that needs no decision, and sets `last_run_at`. Whatever needs a decision (a
+    platform error and its policy, a race with another worker) is finished one fire at a time by
+    execute_fire's own code. Other gateways get the fires one at a time."""
     gateway = gateway or get_gateway()
     fire_ids = list(dict.fromkeys(fire_ids))
+    if not gateway.transactional:
+        # Sessions over the network, one call each: claim each fire only when its turn comes, so a
+        # slow platform never lets the leases of the batch's later fires run out while they wait.
+        return {fire_id: execute_fire(fire_id, gateway=gateway) for fire_id in fire_ids}
     results = {fire_id: FireResult("not_claimed") for fire_id in fire_ids}
     claimed = claim_fires(fire_ids, timezone.now())
     if len(claimed) < len(fire_ids):
@@ -361,9 +366,7 @@ def execute_fires(fire_ids: list[str], *, gateway: SessionGateway | None = None)
     for fire in claimed:
         logger.info("fire claimed (attempt %d)", fire.attempts,
                     extra={**fire.log_ids(), "scheduled_at": fire.scheduled_at.isoformat()})
-    one_by_one = claimed
-    if gateway.transactional and claimed:
-        one_by_one = _execute_batch(claimed, gateway, results)
+    one_by_one = _execute_batch(claimed, gateway, results) if claimed else []
     for fire in one_by_one:
         results[fire.id] = _execute_claimed(fire.id, gateway, announce=False)
     return results

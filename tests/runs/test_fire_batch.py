@@ -246,3 +246,38 @@ def test_a_batch_costs_the_same_statements_whatever_its_size(tenant):
         return len(queries)
 
     assert statements_for(2) == statements_for(25)
+
+
+@pytest.mark.django_db
+def test_a_network_gateway_gets_one_fire_per_message_claimed_in_turn(tenant, monkeypatch, settings):
+    """With a gateway that calls out (not transactional) each fire is claimed only when its session
+    is asked for, and the scheduler publishes one fire per message."""
+    from runs_app.gateways import SessionGateway, SessionOutcome
+    from runs_app.gateways.local import LocalGateway
+
+    make_fleet(tenant, 3)
+    fire_ids = claim_ids()
+    held_when_called = []
+
+    class Remote(SessionGateway):
+        def create_session(self, request):
+            held_when_called.append(Fire.objects.filter(status="claimed").count())
+            return SessionOutcome.success(f"sesn_remote_{request.idempotency_key}")
+
+    results = firing.execute_fires(fire_ids, gateway=Remote())
+    assert statuses(results) == ["done"] * 3
+    assert held_when_called == [1, 1, 1]
+    assert sorted(DeploymentRun.objects.values_list("session_id", flat=True)) == sorted(
+        f"sesn_remote_{fire_id}" for fire_id in fire_ids
+    )
+
+    published = []
+    monkeypatch.setattr("runs_app.tasks.fire_batch.apply_async", lambda args, **kw: published.append(args[0]))
+    monkeypatch.setattr("runs_app.gateways.get_gateway", lambda: Remote())
+    now = dj_timezone.now()
+    scheduler.publish([(f"f{i}", now, "d") for i in range(3)], now)
+    assert published == [["f0"], ["f1"], ["f2"]]
+    monkeypatch.setattr("runs_app.gateways.get_gateway", LocalGateway)
+    published.clear()
+    scheduler.publish([(f"f{i}", now, "d") for i in range(3)], now)
+    assert published == [["f0", "f1", "f2"]]

@@ -2,7 +2,8 @@
 
 Usage (from the repository root; PostgreSQL and Redis on 127.0.0.1)::
 
-    .venv/bin/python bench/fire_burst.py [--deployments 10000] [--workers 1,2,4] [--runs 3] [--no-write]
+    .venv/bin/python bench/fire_burst.py [--deployments 10000] [--workers 1,2,4] [--runs 3]
+        [--capacity-runs 1] [--capacity-workers 1,2,4,8] [--no-write]
 
 Set-up: N deployments (bulk_create, one organization per 1,000 — the product's per-organization
 limit — each with one agent and one environment), every one with a schedule that fires once, at
@@ -437,6 +438,8 @@ def main(argv=None) -> int:
     parser.add_argument("--jitter", type=float, default=10.0, help="SCHEDULER_MAX_JITTER_SECONDS (0: all due at once)")
     parser.add_argument("--capacity-runs", type=int, default=1,
                         help="runs per worker count with jitter 0 after the jittered ones (the capacity; 0: none)")
+    parser.add_argument("--capacity-workers", default="1,2,4,8",
+                        help="worker counts of the capacity runs (beyond the cores: where throughput stops growing)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds past the last due time to wait")
     parser.add_argument("--no-write", action="store_true", help="do not append to docs/benchmarks.md")
     args = parser.parse_args(argv)
@@ -447,7 +450,8 @@ def main(argv=None) -> int:
     seed(args.deployments)
     voided: list[str] = []
     results = run_phase(args, worker_counts, args.jitter, args.runs, voided)
-    capacity = run_phase(args, worker_counts, 0.0, args.capacity_runs, voided) if args.capacity_runs and args.jitter else {}
+    capacity_counts = [int(w) for w in (args.capacity_workers or args.workers).split(",") if w.strip()]
+    capacity = run_phase(args, capacity_counts, 0.0, args.capacity_runs, voided) if args.capacity_runs and args.jitter else {}
     load_end = common.loadavg()
 
     limit = args.jitter + 2.0

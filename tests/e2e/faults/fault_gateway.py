@@ -117,3 +117,21 @@ class FaultGateway(SessionGateway):
         if fault == "answer_lost":
             raise GatewayUnavailable("connection reset after the request was sent")
         return outcome
+
+
+class SlowLocalGateway(LocalGateway):
+    """The local gateway behind a platform that takes SLOW_GATEWAY_SECONDS per call: a worker then
+    spends that long between claiming its fires and committing their runs, the window a SIGKILL must
+    hit to test a claim left behind by a dead worker. Transactional like the local gateway, so fires
+    still go in batches."""
+
+    def __init__(self):
+        self.latency = float(os.environ.get("SLOW_GATEWAY_SECONDS", "0.3"))
+
+    def create_session(self, request: SessionRequest) -> SessionOutcome:
+        time.sleep(self.latency)
+        return super().create_session(request)
+
+    def create_sessions(self, requests: list[SessionRequest]) -> list[SessionOutcome | None]:
+        time.sleep(self.latency)
+        return super().create_sessions(requests)

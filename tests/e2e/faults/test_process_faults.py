@@ -22,7 +22,9 @@ SETTLE_SECONDS = 120
 
 
 def test_pool_child_sigkilled_every_second_loses_and_doubles_nothing(tenant, start_processes):
-    procs = start_processes()
+    # A platform that takes 0.3 s per call keeps each pool process between claiming its fires and
+    # committing their runs most of the time: that is the window the kills must hit.
+    procs = start_processes(SESSION_GATEWAY="tests.e2e.faults.fault_gateway:SlowLocalGateway", SLOW_GATEWAY_SECONDS="0.3")
     start_ready(procs)
     burst = create_burst(tenant, BURST, next_anchor())
 

@@ -636,15 +636,45 @@ class SchedulePreviewInput(StrictSerializer):
 # --- output ----------------------------------------------------------------------------------------
 
 
+class UpcomingRuns:
+    """`upcoming_runs_at` of a schedule, memoized per (expression, time zone).
+
+    The next fires strictly after `now` are the same for every `now` from the instant they were
+    computed after up to (not including) the first of them, so one computation serves every
+    deployment sharing a schedule — a page of 100 usually computes a handful — and every request
+    until that first fire. Only full answers are kept (fewer than asked means the search gave up,
+    and a later start could find more). Bounded: the memo is emptied when it is full.
+    """
+
+    MAX_ENTRIES = 4096
+
+    def __init__(self, count: int):
+        self.count = count
+        self._memo: dict[tuple[str, str], tuple[datetime, datetime, list[str]]] = {}
+
+    def __call__(self, expression: str, timezone_name: str, now: datetime) -> list[str]:
+        key = (expression, timezone_name)
+        memo = self._memo.get(key)
+        if memo is not None and memo[0] <= now < memo[1]:
+            return list(memo[2])
+        fires = cron.next_fires(expression, timezone_name, now, self.count)
+        shown = [iso(at) for at in fires]
+        if len(fires) == self.count:
+            if len(self._memo) >= self.MAX_ENTRIES:
+                self._memo.clear()
+            self._memo[key] = (now, fires[0], shown)
+        return list(shown)
+
+
+upcoming_runs = UpcomingRuns(UPCOMING_RUNS)
+
+
 def schedule_to_dict(deployment: Deployment, *, now: datetime) -> dict | None:
     if not deployment.has_schedule:
         return None
     upcoming = []
     if not deployment.is_archived:
-        upcoming = [
-            iso(at)
-            for at in cron.next_fires(deployment.schedule_expression, deployment.schedule_timezone, now, UPCOMING_RUNS)
-        ]
+        upcoming = upcoming_runs(deployment.schedule_expression, deployment.schedule_timezone, now)
     return {
         "type": "cron",
         "expression": deployment.schedule_expression,

@@ -2,7 +2,7 @@
 
 Usage (from the repository root; PostgreSQL on 127.0.0.1)::
 
-    .venv/bin/python bench/api_bench.py [--runs 3] [--seconds 4] [--no-write]
+    .venv/bin/python bench/api_bench.py [--runs 5] [--seconds 4] [--no-write]
 
 Set-up: one organization (its scheduled-deployment limit raised, so creates never hit it), an API
 key, an agent, an environment and 1,000 scheduled deployments (bulk_create). gunicorn serves the product with
@@ -84,6 +84,13 @@ def seed():
         batch_size=1000,
     )
     ids = list(Deployment.objects.filter(organization=Tenant.organization).values_list("pk", flat=True))
+    # Fresh planner statistics, as the other benchmarks take and as autovacuum keeps in service:
+    # with those of the truncated table, PostgreSQL may read a deployment by id through the
+    # workspace index and filter all 1,000 rows of the workspace.
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE deployments_app_deployment")
     create_body = {
         "name": "api bench",
         "agent": agent.id,
@@ -115,10 +122,11 @@ def operations(ids, create_body) -> list[Operation]:
     return [
         Operation("create", lambda i: ("POST", "/v1/deployments", create)),
         Operation("retrieve", lambda i: ("GET", f"/v1/deployments/{ids[i % len(ids)]}", None)),
+        # Right after retrieve, so each run compares the two under the same background load.
+        Operation("ceiling (bare DRF)", lambda i: ("GET", "/bench/ceiling", None)),
         Operation("list (limit 100)", lambda i: ("GET", "/v1/deployments?limit=100", None)),
         # Each request updates another deployment, so concurrent clients never wait on one row lock.
         Operation("update", lambda i: ("POST", f"/v1/deployments/{ids[(i * 7) % len(ids)]}", update_bodies[i % 2])),
-        Operation("ceiling (bare DRF)", lambda i: ("GET", "/bench/ceiling", None)),
     ]
 
 
@@ -236,7 +244,7 @@ def _interrupt(signum, frame):
 def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=4.0, help="length of each measured phase")
     parser.add_argument("--clients", type=int, default=4, help="concurrent clients of the throughput phase")
     parser.add_argument("--no-write", action="store_true", help="do not append to docs/benchmarks.md")
@@ -276,8 +284,11 @@ def main(argv=None) -> int:
     load_end = common.loadavg()
 
     med = {name: {k: common.median(v) for k, v in r.items()} for name, r in results.items()}
-    ceiling = med["ceiling (bare DRF)"]["rps"]
-    ratio = med["retrieve"]["rps"] / ceiling
+    # The ratio of each run (retrieve and the ceiling measured back to back), then its median: a
+    # ratio of two medians taken minutes apart moves with whatever else the machine does.
+    ratio = common.median(
+        retrieve / ceiling for retrieve, ceiling in zip(results["retrieve"]["rps"], results["ceiling (bare DRF)"]["rps"])
+    )
     met = {
         f"create p50 ≤ {TARGETS['create_p50_ms']:g} ms": med["create"]["p50"] <= TARGETS["create_p50_ms"],
         f"list(100) p50 ≤ {TARGETS['list_p50_ms']:g} ms": med["list (limit 100)"]["p50"] <= TARGETS["list_p50_ms"],
@@ -313,7 +324,7 @@ def main(argv=None) -> int:
                          f"{m['cp50']:.1f} / {m['cp99']:.1f} ms | {query_for[name]} |")
         lines += [
             "",
-            f"Retrieve serves {ratio * 100:.0f}% of the ceiling's requests/s. Failed requests: {errors}.",
+            f"Retrieve serves {ratio * 100:.0f}% of the ceiling's requests/s (median of the runs' ratios). Failed requests: {errors}.",
             "",
             "Targets: " + "; ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in met.items()) + ".",
         ]

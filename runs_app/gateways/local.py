@@ -18,26 +18,12 @@ class LocalGateway(SessionGateway):
         organization = Organization(pk=request.organization_id)
         workspace = Workspace(pk=request.workspace_id, organization_id=request.organization_id)
         try:
-            session, _created = session_create(
-                organization=organization,
-                workspace=workspace,
-                agent={"type": "agent", "id": request.agent_id, "version": request.agent_version},
-                environment_id=request.environment_id,
-                initial_events=request.initial_events,
-                resources=request.resources,
-                vault_ids=request.vault_ids,
-                metadata=request.metadata,
-                title=request.title,
-                budget=request.budget,
-                idempotency_key=request.idempotency_key,
-                deployment_run_id=request.deployment_run_id,
-            )
+            session, _created = session_create(organization=organization, workspace=workspace, **_arguments(request))
         except ApiError as exc:
             return outcome_for_platform_error(exc)
         except DatabaseError as exc:
             raise GatewayUnavailable(f"platform database error: {type(exc).__name__}") from exc
         return SessionOutcome.success(session.id)
-
 
     def create_sessions(self, requests: list[SessionRequest]) -> list[SessionOutcome | None]:
         """Every request that passes all of the platform's checks gets its session here, in a few
@@ -52,10 +38,9 @@ class LocalGateway(SessionGateway):
         return [None if session is None else SessionOutcome.success(session.id) for session in sessions]
 
 
-def _batch_request(request: SessionRequest) -> dict:
+def _arguments(request: SessionRequest) -> dict:
+    """The keyword arguments of platform_app's session creation for this request, but the tenant."""
     return {
-        "organization_id": request.organization_id,
-        "workspace_id": request.workspace_id,
         "agent": {"type": "agent", "id": request.agent_id, "version": request.agent_version},
         "environment_id": request.environment_id,
         "initial_events": request.initial_events,
@@ -67,6 +52,10 @@ def _batch_request(request: SessionRequest) -> dict:
         "idempotency_key": request.idempotency_key,
         "deployment_run_id": request.deployment_run_id,
     }
+
+
+def _batch_request(request: SessionRequest) -> dict:
+    return {"organization_id": request.organization_id, "workspace_id": request.workspace_id, **_arguments(request)}
 
 
 def outcome_for_platform_error(exc: ApiError) -> SessionOutcome:

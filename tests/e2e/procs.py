@@ -25,6 +25,30 @@ def test_database_url() -> str:
     return f"postgres://{s['USER'] or 'postgres'}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
 
 
+def stop_process_groups(procs, grace: float = 15.0) -> None:
+    """SIGTERM to each process group started here, up to `grace` seconds to exit, then SIGKILL to
+    whatever is left of each group (a worker's pool processes included)."""
+    procs = list(procs)
+    for proc in procs:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+    for proc in procs:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
+
 class Processes:
     def __init__(self, **env_overrides):
         self.queue = f"e2e-{uuid.uuid4().hex[:10]}"
@@ -91,20 +115,4 @@ class Processes:
         raise TimeoutError(f"{needle!r} not seen in {name} log:\n{self.log_text(name)[-3000:]}")
 
     def stop_all(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        deadline = time.monotonic() + 15
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-        for proc in self.procs.values():
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        stop_process_groups(self.procs.values())

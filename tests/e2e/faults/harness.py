@@ -232,6 +232,30 @@ def stay_down(seconds: float, is_up) -> bool:
     return False
 
 
+@dataclass(frozen=True)
+class Outage:
+    stopped_at: datetime
+    cleared: datetime
+    back_early: bool
+
+    @property
+    def note(self) -> str:
+        down = (self.cleared - self.stopped_at).total_seconds()
+        return f"{down:.1f}s" + (" (started again by another process)" if self.back_early else "")
+
+
+def outage(stop, start, is_up, seconds: float) -> Outage:
+    """Stop a shared service, keep it down `seconds` from the stop request (watching that nothing
+    else starts it), and start it again — also when something failed meanwhile."""
+    stopped_at = timezone.now()  # unreachable from the stop request on, however long shutting down takes
+    try:
+        stop()
+        back_early = stay_down(seconds - seconds_since(stopped_at), is_up)
+    finally:
+        start()
+    return Outage(stopped_at, timezone.now(), back_early)
+
+
 def _wait(predicate, what: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

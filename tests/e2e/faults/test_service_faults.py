@@ -11,8 +11,8 @@ from django.utils import timezone
 from runs_app.models import DeploymentRun
 from tests.e2e.faults.harness import (
     MAX_JITTER, assert_alive, assert_invariants, create_burst, fires_reclaimed, fires_republished, measure,
-    next_anchor, pg_ready, pg_start, pg_stop, record, redis_ping, redis_start, redis_stop, seconds_since,
-    start_ready, stay_down, wait_for_log_count, wait_settled, wait_until,
+    next_anchor, outage, pg_ready, pg_start, pg_stop, record, redis_ping, redis_start, redis_stop, start_ready,
+    wait_for_log_count, wait_settled, wait_until,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults, pytest.mark.django_db(transaction=True)]
@@ -31,22 +31,15 @@ def test_redis_restarted_mid_burst_loses_no_fire(tenant, start_processes):
 
     wait_until(burst.at(4))
     runs_before = DeploymentRun.objects.count()
-    try:
-        stopped_at = timezone.now()  # unreachable from the stop request on, however long shutting down takes
-        redis_stop()
-        back_early = stay_down(REDIS_DOWN_SECONDS - seconds_since(stopped_at), redis_ping)
-    finally:
-        redis_start()
-    cleared = timezone.now()
-    down = (cleared - stopped_at).total_seconds()
+    down = outage(redis_stop, redis_start, redis_ping, REDIS_DOWN_SECONDS)
 
     settled = wait_settled(BURST, timeout=SETTLE_SECONDS)
     assert_alive(procs)
     procs.stop_all()
     figures = measure(
-        "4 Redis restart", expected=burst.expected, fault_cleared_at=cleared, last_due=burst.last_due,
+        "4 Redis restart", expected=burst.expected, fault_cleared_at=down.cleared, last_due=burst.last_due,
         notes={"runs before the restart": runs_before,
-               "Redis down": f"{down:.1f}s" + (" (started again by another process)" if back_early else ""),
+               "Redis down": down.note,
                "republished": fires_republished(procs), "fires re-claimed": fires_reclaimed()},
     )
     record(figures)
@@ -66,23 +59,16 @@ def test_worker_holding_countdown_fires_survives_redis_restart(tenant, start_pro
 
     wait_for_log_count(procs, "worker", '] received"', HELD, timeout=90)
     assert timezone.now() < burst.at(MAX_JITTER / 2), "a fire became due before Redis went down"
-    try:
-        stopped_at = timezone.now()  # unreachable from the stop request on, however long shutting down takes
-        redis_stop()
-        back_early = stay_down(REDIS_DOWN_SECONDS - seconds_since(stopped_at), redis_ping)
-    finally:
-        redis_start()
-    cleared = timezone.now()
-    down = (cleared - stopped_at).total_seconds()
+    down = outage(redis_stop, redis_start, redis_ping, REDIS_DOWN_SECONDS)
 
     settled = wait_settled(HELD, timeout=SETTLE_SECONDS)
     assert_alive(procs)
     procs.stop_all()
     figures = measure(
-        "4b Redis restart, worker holding countdowns", expected=burst.expected, fault_cleared_at=cleared,
+        "4b Redis restart, worker holding countdowns", expected=burst.expected, fault_cleared_at=down.cleared,
         last_due=burst.last_due,
         notes={"fires reserved by the worker": HELD,
-               "Redis down": f"{down:.1f}s" + (" (started again by another process)" if back_early else ""),
+               "Redis down": down.note,
                "worker reconnections": procs.log_text("worker").count("Connected to redis"),
                "republished": fires_republished(procs)},
     )
@@ -98,23 +84,16 @@ def test_postgres_down_20s_mid_burst_recovers_by_itself(tenant, start_processes)
 
     wait_until(burst.at(4))
     runs_before = DeploymentRun.objects.count()
-    try:
-        stopped_at = timezone.now()  # unreachable from the stop request on, however long shutting down takes
-        pg_stop()
-        back_early = stay_down(POSTGRES_DOWN_SECONDS - seconds_since(stopped_at), pg_ready)
-    finally:
-        pg_start()
-    cleared = timezone.now()
-    down = (cleared - stopped_at).total_seconds()
+    down = outage(pg_stop, pg_start, pg_ready, POSTGRES_DOWN_SECONDS)
 
     settled = wait_settled(BURST, timeout=SETTLE_SECONDS)
     assert_alive(procs)
     procs.stop_all()
     errors = DeploymentRun.objects.filter(error_type__isnull=False).count()
     figures = measure(
-        "6 PostgreSQL down 20 s", expected=burst.expected, fault_cleared_at=cleared, last_due=burst.last_due,
+        "6 PostgreSQL down 20 s", expected=burst.expected, fault_cleared_at=down.cleared, last_due=burst.last_due,
         notes={"runs before the stop": runs_before,
-               "PostgreSQL down": f"{down:.1f}s" + (" (started again by another process)" if back_early else ""),
+               "PostgreSQL down": down.note,
                "runs with an error": errors, "republished": fires_republished(procs),
                "fires re-claimed": fires_reclaimed()},
     )

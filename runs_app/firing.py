@@ -27,7 +27,7 @@ from core import ids, metrics
 from core.logging import log_context
 from deployments_app import schedule
 from deployments_app.models import Deployment
-from runs_app.gateways import GatewayUnavailable, SessionGateway, SessionOutcome, SessionRequest, get_gateway
+from gateways import GatewayUnavailable, SessionGateway, SessionOutcome, SessionRequest, get_gateway
 from runs_app.models import DeploymentRun, Fire
 
 logger = logging.getLogger("runs.firing")

@@ -169,7 +169,7 @@ def publish(fires, now: datetime | None = None) -> None:
     Earliest due first, through one producer whose messages go out in pipelined batches (one
     round trip per PUBLISH_BATCH messages on Redis; transports without batching publish each
     message at once)."""
-    from runs_app.gateways import get_gateway
+    from gateways import get_gateway
     from runs_app.tasks import fire_batch as fire_batch_task
 
     if not fires:

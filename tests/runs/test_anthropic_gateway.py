@@ -7,7 +7,7 @@ import pytest
 
 from platform_app.models import Session
 from runs_app import firing, scheduler
-from runs_app.gateways.anthropic import AnthropicGateway
+from gateways.anthropic import AnthropicGateway
 from runs_app.models import DeploymentRun
 from tests.conftest import Tenant
 from tests.factories import USER_MESSAGE

@@ -252,8 +252,8 @@ def test_a_batch_costs_the_same_statements_whatever_its_size(tenant):
 def test_a_network_gateway_gets_one_fire_per_message_claimed_in_turn(tenant, monkeypatch, settings):
     """With a gateway that calls out (not transactional) each fire is claimed only when its session
     is asked for, and the scheduler publishes one fire per message."""
-    from runs_app.gateways import SessionGateway, SessionOutcome
-    from runs_app.gateways.local import LocalGateway
+    from gateways import SessionGateway, SessionOutcome
+    from gateways.local import LocalGateway
 
     make_fleet(tenant, 3)
     fire_ids = claim_ids()
@@ -273,11 +273,11 @@ def test_a_network_gateway_gets_one_fire_per_message_claimed_in_turn(tenant, mon
 
     published = []
     monkeypatch.setattr("runs_app.tasks.fire_batch.apply_async", lambda args, **kw: published.append(args[0]))
-    monkeypatch.setattr("runs_app.gateways.get_gateway", lambda: Remote())
+    monkeypatch.setattr("gateways.get_gateway", lambda: Remote())
     now = dj_timezone.now()
     scheduler.publish([(f"f{i}", now, "d") for i in range(3)], now)
     assert published == [["f0"], ["f1"], ["f2"]]
-    monkeypatch.setattr("runs_app.gateways.get_gateway", LocalGateway)
+    monkeypatch.setattr("gateways.get_gateway", LocalGateway)
     published.clear()
     scheduler.publish([(f"f{i}", now, "d") for i in range(3)], now)
     assert published == [["f0", "f1", "f2"]]

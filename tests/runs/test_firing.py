@@ -9,7 +9,7 @@ from django.utils import timezone as dj_timezone
 from deployments_app.models import Deployment
 from platform_app.models import Session, Vault
 from runs_app import firing, scheduler
-from runs_app.gateways import GatewayUnavailable, SessionGateway, SessionOutcome
+from gateways import GatewayUnavailable, SessionGateway, SessionOutcome
 from runs_app.models import DeploymentRun, Fire
 from tests.factories import make_agent, make_deployment, make_environment, make_vault
 

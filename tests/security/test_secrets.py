@@ -21,7 +21,7 @@ from accounts_app.services import api_key_create, api_key_revoke
 from core.logging import JsonFormatter
 from deployments_app.models import Deployment
 from runs_app import firing, scheduler
-from runs_app.gateways.local import LocalGateway
+from gateways.local import LocalGateway
 from runs_app.models import DeploymentRun, Fire
 from tests.conftest import Tenant
 from tests.security.conftest import USER_MESSAGE

@@ -28,8 +28,8 @@ import time
 from django.conf import settings
 from django.db import transaction
 
-from runs_app.gateways.base import GatewayUnavailable, SessionGateway, SessionOutcome, SessionRequest
-from runs_app.gateways.local import LocalGateway
+from gateways.base import GatewayUnavailable, SessionGateway, SessionOutcome, SessionRequest
+from gateways.local import LocalGateway
 
 UNAVAILABLE = ("server_error", "timeout", "connection_reset", "answer_lost")
 

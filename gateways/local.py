@@ -3,7 +3,7 @@
 from django.db import DatabaseError
 
 from core.errors import ApiError
-from runs_app.gateways.base import GatewayUnavailable, SessionGateway, SessionOutcome, SessionRequest
+from gateways.base import GatewayUnavailable, SessionGateway, SessionOutcome, SessionRequest
 
 
 class LocalGateway(SessionGateway):

@@ -4,7 +4,7 @@ import importlib
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from runs_app.gateways.base import GatewayUnavailable, SessionGateway, SessionOutcome, SessionRequest
+from gateways.base import GatewayUnavailable, SessionGateway, SessionOutcome, SessionRequest
 
 __all__ = ["GatewayUnavailable", "SessionGateway", "SessionOutcome", "SessionRequest", "get_gateway"]
 
@@ -12,11 +12,11 @@ __all__ = ["GatewayUnavailable", "SessionGateway", "SessionOutcome", "SessionReq
 @functools.lru_cache(maxsize=None)
 def _build(name: str) -> SessionGateway:
     if name == "local":
-        from runs_app.gateways.local import LocalGateway
+        from gateways.local import LocalGateway
 
         return LocalGateway()
     if name == "anthropic":
-        from runs_app.gateways.anthropic import AnthropicGateway
+        from gateways.anthropic import AnthropicGateway
 
         return AnthropicGateway()
     if ":" in name:

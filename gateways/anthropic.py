@@ -11,7 +11,7 @@ from functools import cached_property
 import anthropic
 from django.conf import settings
 
-from runs_app.gateways.base import GatewayUnavailable, SessionGateway, SessionOutcome, SessionRequest
+from gateways.base import GatewayUnavailable, SessionGateway, SessionOutcome, SessionRequest
 
 _UNAVAILABLE = (anthropic.APIConnectionError, anthropic.APITimeoutError, anthropic.InternalServerError)
 

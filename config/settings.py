@@ -252,6 +252,11 @@ GATEWAY_RETRY_ATTEMPTS = env_int("GATEWAY_RETRY_ATTEMPTS", 3)
 GATEWAY_RETRY_BACKOFF_SECONDS = env_float("GATEWAY_RETRY_BACKOFF_SECONDS", 0.2)
 ANTHROPIC_API_KEY = os.environ.get("ANTHROPIC_API_KEY", "")
 ANTHROPIC_BASE_URL = os.environ.get("ANTHROPIC_BASE_URL") or None
+# Remote platform (SESSION_GATEWAY=anthropic): calls in flight at once per worker process, and the
+# patience of each call (a fire retries a call that timed out, with the same idempotency key).
+UPSTREAM_MAX_IN_FLIGHT = env_int("UPSTREAM_MAX_IN_FLIGHT", 64)
+UPSTREAM_TIMEOUT_SECONDS = env_float("UPSTREAM_TIMEOUT_SECONDS", 10.0)
+UPSTREAM_CONNECT_TIMEOUT_SECONDS = env_float("UPSTREAM_CONNECT_TIMEOUT_SECONDS", 3.0)
 
 # --- Logging -----------------------------------------------------------------------------
 LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")

@@ -134,3 +134,9 @@ def exception_handler(exc, context):
         return envelope(request, "api_error", str(exc.detail), status=exc.status_code)
     logger.exception("unhandled error", extra={"request_id": current_request_id(request)})
     return envelope(request, "api_error", "internal server error")
+
+
+def shorten(value: str, limit: int = 80) -> str:
+    """An echoed value, cut to `limit` characters: error messages name what was sent without
+    repeating a pasted document (or a credential) whole."""
+    return value if len(value) <= limit else value[: limit - 1] + "…"

@@ -27,13 +27,5 @@ class LimitExceeded(InvalidRequest):
         self.count = count
 
 
-class ReferenceNotFound(NotFound):
-    """An agent, agent version, environment or vault named in the request does not exist for the caller."""
-
-
-class ReferenceArchived(InvalidRequest):
-    """An agent, environment or vault named in the request is archived."""
-
-
 class ScheduleInvalid(InvalidRequest):
     """The cron expression or time zone is not valid; the message names which."""

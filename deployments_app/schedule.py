@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import re
 import zoneinfo
-from bisect import bisect_right
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone as dt_timezone
 from functools import lru_cache

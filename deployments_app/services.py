@@ -20,17 +20,11 @@ from accounts_app.models import Organization, Workspace
 from core.crypto import encrypt
 from core.errors import InvalidRequest
 from deployments_app import schedule as cron
-from deployments_app.errors import (
-    DeploymentArchived,
-    LimitExceeded,
-    ReferenceArchived,
-    ReferenceNotFound,
-    ScheduleInvalid,
-)
+from deployments_app.errors import DeploymentArchived, LimitExceeded, ScheduleInvalid
 from deployments_app.models import Deployment
 from deployments_app.selectors import scheduled_deployment_count
 from deployments_app.serializers import MAX_METADATA_PAIRS, schedule_problem
-from platform_app.models import Agent, AgentVersion, Environment, Vault
+from gateways import get_gateway
 
 MANUAL_PAUSE = {"type": "manual"}
 # Write-only fields of each resource type: stored encrypted in `resource_secrets`, never returned.
@@ -70,10 +64,6 @@ def _check_limit(organization: Organization) -> None:
 # --- input checks that need the database or span fields ----------------------------------------------
 
 
-def _short(value: str, limit: int = 80) -> str:
-    return value if len(value) <= limit else value[: limit - 1] + "…"
-
-
 def _check_schedule(schedule: dict) -> tuple[str, str]:
     problem = schedule_problem(schedule["expression"], schedule["timezone"])
     if problem:
@@ -87,59 +77,6 @@ def _check_metadata_size(metadata: dict) -> None:
         raise InvalidRequest(
             f"metadata: at most {MAX_METADATA_PAIRS} pairs are allowed (the result would have {len(metadata)})"
         )
-
-
-def _agent_ref(agent: str | dict) -> tuple[str, int | None]:
-    if isinstance(agent, str):
-        return agent, None
-    return agent["id"], agent.get("version")
-
-
-def _resolve_agent(*, organization_id: str, workspace_id: str, agent: str | dict) -> tuple[str, int]:
-    """(agent id, concrete version). Locks the agent row so an archive of the agent running
-    concurrently either sees this deployment or makes this call fail."""
-    agent_id, version = _agent_ref(agent)
-    row = (
-        Agent.objects.select_for_update(no_key=True)
-        .filter(pk=agent_id, organization_id=organization_id, workspace_id=workspace_id)
-        .first()
-    )
-    if row is None:
-        raise ReferenceNotFound(f"agent: agent {_short(agent_id)} not found")
-    if row.archived_at is not None:
-        raise ReferenceArchived(f"agent: agent {agent_id} is archived")
-    if version is None:
-        version = row.latest_version
-    if not AgentVersion.objects.filter(agent_id=row.pk, version=version).exists():
-        raise ReferenceNotFound(f"agent.version: agent {agent_id} has no version {version}")
-    return row.pk, version
-
-
-def _check_environment(*, organization_id: str, workspace_id: str, environment_id: str) -> None:
-    row = (
-        Environment.objects.filter(pk=environment_id, organization_id=organization_id, workspace_id=workspace_id)
-        .values("archived_at")
-        .first()
-    )
-    if row is None:
-        raise ReferenceNotFound(f"environment_id: environment {_short(environment_id)} not found")
-    if row["archived_at"] is not None:
-        raise ReferenceArchived(f"environment_id: environment {environment_id} is archived")
-
-
-def _check_vaults(*, organization_id: str, workspace_id: str, vault_ids: Iterable[str]) -> None:
-    vault_ids = list(vault_ids)
-    if not vault_ids:
-        return
-    found = dict(
-        Vault.objects.filter(pk__in=vault_ids, organization_id=organization_id, workspace_id=workspace_id)
-        .values_list("pk", "archived_at")
-    )
-    for index, vault_id in enumerate(vault_ids):
-        if vault_id not in found:
-            raise ReferenceNotFound(f"vault_ids[{index}]: vault {_short(vault_id)} not found")
-        if found[vault_id] is not None:
-            raise ReferenceArchived(f"vault_ids[{index}]: vault {vault_id} is archived")
 
 
 def _split_secrets(resources: Iterable[dict]) -> tuple[list[dict], dict]:
@@ -188,11 +125,11 @@ def deployment_create(
     _check_metadata_size(metadata)
     expression, tz = _check_schedule(schedule) if schedule is not None else (None, None)
     stored_resources, secrets = _split_secrets(resources or [])
-    scope = {"organization_id": organization.pk, "workspace_id": workspace.pk}
     with transaction.atomic():
-        _check_environment(**scope, environment_id=environment_id)
-        _check_vaults(**scope, vault_ids=vault_ids or [])
-        agent_id, agent_version = _resolve_agent(**scope, agent=agent)
+        pinned = get_gateway().resolve_references(
+            organization_id=organization.pk, workspace_id=workspace.pk, agent=agent,
+            environment_id=environment_id, vault_ids=vault_ids or [],
+        )
         if expression is not None:
             _check_limit(_lock_organization(organization.pk))
         deployment = Deployment(
@@ -200,8 +137,8 @@ def deployment_create(
             workspace=workspace,
             name=name,
             description=description or None,
-            agent_id=agent_id,
-            agent_version=agent_version,
+            agent_id=pinned.agent_id,
+            agent_version=pinned.agent_version,
             environment_id=environment_id,
             initial_events=list(initial_events),
             resources=stored_resources,
@@ -230,7 +167,6 @@ def deployment_update(*, deployment: Deployment, data: dict) -> Deployment:
     """
     if deployment.is_archived:
         raise DeploymentArchived(deployment.pk)
-    scope = {"organization_id": deployment.organization_id, "workspace_id": deployment.workspace_id}
     new_schedule = None
     if data.get("schedule") is not None:
         new_schedule = _check_schedule(data["schedule"])
@@ -239,11 +175,10 @@ def deployment_update(*, deployment: Deployment, data: dict) -> Deployment:
         stored_resources, secrets = _split_secrets(data["resources"] or [])
 
     with transaction.atomic():
-        if "environment_id" in data:
-            _check_environment(**scope, environment_id=data["environment_id"])
-        if data.get("vault_ids"):
-            _check_vaults(**scope, vault_ids=data["vault_ids"])
-        agent = _resolve_agent(**scope, agent=data["agent"]) if "agent" in data else None
+        pinned = get_gateway().resolve_references(
+            organization_id=deployment.organization_id, workspace_id=deployment.workspace_id,
+            agent=data.get("agent"), environment_id=data.get("environment_id"), vault_ids=data.get("vault_ids") or [],
+        )
         _lock(deployment)
         if deployment.is_archived:
             raise DeploymentArchived(deployment.pk)
@@ -254,8 +189,8 @@ def deployment_update(*, deployment: Deployment, data: dict) -> Deployment:
             deployment.name = data["name"]
         if "description" in data:
             deployment.description = data["description"] or None
-        if agent is not None:
-            deployment.agent_id, deployment.agent_version = agent
+        if pinned.agent_id is not None:
+            deployment.agent_id, deployment.agent_version = pinned.agent_id, pinned.agent_version
         if "environment_id" in data:
             deployment.environment_id = data["environment_id"]
         if "initial_events" in data:

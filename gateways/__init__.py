@@ -1,12 +1,16 @@
+"""The session gateway in use (SESSION_GATEWAY): local, anthropic, or "package.module:Class"."""
+
 import functools
 import importlib
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from gateways.base import GatewayUnavailable, SessionGateway, SessionOutcome, SessionRequest
+from gateways.base import GatewayUnavailable, ResolvedReferences, SessionGateway, SessionOutcome, SessionRequest
 
-__all__ = ["GatewayUnavailable", "SessionGateway", "SessionOutcome", "SessionRequest", "get_gateway"]
+__all__ = [
+    "GatewayUnavailable", "ResolvedReferences", "SessionGateway", "SessionOutcome", "SessionRequest", "get_gateway",
+]
 
 
 @functools.lru_cache(maxsize=None)

@@ -1,7 +1,12 @@
-"""The session gateway interface: one call, "create a session for this fire", and a typed outcome.
+"""The one door to a Managed Agents platform.
 
-Both backends (local, anthropic) report outcomes the same way so the outcome policy in
-runs_app.firing applies to either unchanged.
+Two questions, asked the same way of every platform (the built-in one, the remote API, a custom
+class), so the deployment services and the outcome policy in runs_app.firing apply unchanged:
+
+- `resolve_references(...)`: do the agent, environment and vaults a deployment names exist for this
+  tenant, and which agent version does it pin? A typed, field-named error otherwise.
+- `create_sessions(requests)`: a session per request, batch first; exactly one typed outcome per
+  request, in order. A single fire or a manual run is a batch of one.
 """
 
 from dataclasses import dataclass, field
@@ -29,13 +34,15 @@ class SessionRequest:
 
 @dataclass(frozen=True)
 class SessionOutcome:
-    """Exactly one of: a session id; an error (SDK run error type + message); or `archive_deployment`
-    (the deployment's own agent is archived or deleted: no run is recorded)."""
+    """Exactly one of: a session id; an error (SDK run error type + message); `archive_deployment`
+    (the deployment's own agent is archived or deleted: no run is recorded); or `retryable` (the
+    platform could not be reached or answered 5xx: ask again with the same idempotency key)."""
 
     session_id: str | None = None
     error_type: str | None = None
     error_message: str | None = None
     archive_deployment: bool = False
+    retryable: bool = False
     details: dict = field(default_factory=dict)
 
     @classmethod
@@ -50,21 +57,45 @@ class SessionOutcome:
     def agent_gone(cls, message: str) -> "SessionOutcome":
         return cls(archive_deployment=True, error_message=message)
 
+    @classmethod
+    def unavailable(cls, message: str) -> "SessionOutcome":
+        return cls(retryable=True, error_message=message)
+
+
+@dataclass(frozen=True)
+class ResolvedReferences:
+    """What a deployment pins: the agent and its concrete version (None when no agent was asked)."""
+
+    agent_id: str | None = None
+    agent_version: int | None = None
+
 
 class GatewayUnavailable(Exception):
     """The platform could not be reached or answered 5xx: retryable with the same idempotency key."""
 
 
 class SessionGateway:
-    #: True when create_session writes to this service's own database, so the session and the run
-    #: record can commit in one transaction.
+    #: A short name for metrics and logs.
+    name = "custom"
+    #: True when sessions are created in this service's own database, so they and the run records
+    #: can commit in one transaction (the caller holds it open across create_sessions).
     transactional = False
+    #: True when the Managed Agents endpoints of this service (agents, environments, vaults,
+    #: sessions) are forwarded to the platform instead of served by the built-in one.
+    forwards_platform_api = False
 
-    def create_session(self, request: SessionRequest) -> SessionOutcome:
+    def resolve_references(
+        self, *, organization_id: str, workspace_id: str, agent: str | dict | None = None,
+        environment_id: str | None = None, vault_ids: list[str] | None = None,
+    ) -> ResolvedReferences:
+        """Check what a deployment names, in this order: environment, vaults, agent (an id string
+        pins the agent's latest version; `{"id", "version"}` that version). Raises
+        gateways.errors.ReferenceNotFound / ReferenceArchived naming the field (`environment_id`,
+        `vault_ids[2]`, `agent`, `agent.version`), or an upstream error (unreachable, credentials
+        refused). Called inside the caller's transaction."""
         raise NotImplementedError
 
-    def create_sessions(self, requests: list[SessionRequest]) -> list[SessionOutcome | None]:
-        """Sessions for many requests at once, where the backend can do that cheaper than one by
-        one. None for a request means "not answered here: call create_session for it". Only
-        called on transactional gateways, inside the fire batch's transaction."""
-        return [None] * len(requests)
+    def create_sessions(self, requests: list[SessionRequest]) -> list[SessionOutcome]:
+        """One outcome per request, in order. Never raises for one request's failure: a platform
+        that cannot be reached answers `SessionOutcome.unavailable` for the requests concerned."""
+        raise NotImplementedError

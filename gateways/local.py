@@ -1,41 +1,65 @@
-"""Local gateway: sessions on the built-in platform (platform_app), in the caller's transaction."""
+"""Local gateway: the built-in platform (platform_app), in the caller's transaction. The only module
+outside platform_app that reads or writes its tables."""
+
+from collections.abc import Iterable
 
 from django.db import DatabaseError
 
-from core.errors import ApiError
-from gateways.base import GatewayUnavailable, SessionGateway, SessionOutcome, SessionRequest
+from core.errors import ApiError, shorten
+from gateways.base import ResolvedReferences, SessionGateway, SessionOutcome, SessionRequest
+from gateways.errors import ReferenceArchived, ReferenceNotFound
+from platform_app.models import Agent, AgentVersion, Environment, Vault
+from platform_app.services import session_create, sessions_create_batch
 
 
 class LocalGateway(SessionGateway):
+    name = "local"
     transactional = True
 
-    def create_session(self, request: SessionRequest) -> SessionOutcome:
-        from accounts_app.models import Organization, Workspace
-        from platform_app.services import session_create
+    # --- references -------------------------------------------------------------------------------
 
-        # session_create reads both rows itself (and refuses a disabled organization or an
-        # archived workspace): hand it their keys only, not two more queries per fire.
-        organization = Organization(pk=request.organization_id)
-        workspace = Workspace(pk=request.workspace_id, organization_id=request.organization_id)
+    def resolve_references(
+        self, *, organization_id: str, workspace_id: str, agent: str | dict | None = None,
+        environment_id: str | None = None, vault_ids: list[str] | None = None,
+    ) -> ResolvedReferences:
+        scope = {"organization_id": organization_id, "workspace_id": workspace_id}
+        if environment_id is not None:
+            _check_environment(**scope, environment_id=environment_id)
+        _check_vaults(**scope, vault_ids=vault_ids or [])
+        if agent is None:
+            return ResolvedReferences()
+        return ResolvedReferences(*_resolve_agent(**scope, agent=agent))
+
+    # --- sessions ---------------------------------------------------------------------------------
+
+    def create_sessions(self, requests: list[SessionRequest]) -> list[SessionOutcome]:
+        """Every request that passes all of the platform's checks gets its session in a few
+        statements for the whole batch; each other one is asked alone (in a savepoint), which
+        names its precise error."""
         try:
-            session, _created = session_create(organization=organization, workspace=workspace, **_arguments(request))
-        except ApiError as exc:
-            return outcome_for_platform_error(exc)
+            sessions = sessions_create_batch([_batch_request(request) for request in requests]) if len(requests) > 1 else [None]
         except DatabaseError as exc:
-            raise GatewayUnavailable(f"platform database error: {type(exc).__name__}") from exc
-        return SessionOutcome.success(session.id)
+            return [SessionOutcome.unavailable(f"platform database error: {type(exc).__name__}")] * len(requests)
+        return [
+            SessionOutcome.success(session.id) if session is not None else _create_one(request)
+            for request, session in zip(requests, sessions, strict=True)
+        ]
 
-    def create_sessions(self, requests: list[SessionRequest]) -> list[SessionOutcome | None]:
-        """Every request that passes all of the platform's checks gets its session here, in a few
-        statements for the whole batch; the others are left to create_session, which reports the
-        precise error."""
-        from platform_app.services import sessions_create_batch
 
-        try:
-            sessions = sessions_create_batch([_batch_request(request) for request in requests])
-        except DatabaseError as exc:
-            raise GatewayUnavailable(f"platform database error: {type(exc).__name__}") from exc
-        return [None if session is None else SessionOutcome.success(session.id) for session in sessions]
+def _create_one(request: SessionRequest) -> SessionOutcome:
+    from accounts_app.models import Organization, Workspace
+
+    # session_create reads both rows itself (and refuses a disabled organization or an archived
+    # workspace): hand it their keys only, not two more queries per fire.
+    organization = Organization(pk=request.organization_id)
+    workspace = Workspace(pk=request.workspace_id, organization_id=request.organization_id)
+    try:
+        session, _created = session_create(organization=organization, workspace=workspace, **_arguments(request))
+    except ApiError as exc:
+        return outcome_for_platform_error(exc)
+    except DatabaseError as exc:
+        return SessionOutcome.unavailable(f"platform database error: {type(exc).__name__}")
+    return SessionOutcome.success(session.id)
 
 
 def _arguments(request: SessionRequest) -> dict:
@@ -67,5 +91,61 @@ def outcome_for_platform_error(exc: ApiError) -> SessionOutcome:
     if exc.error_type == "rate_limit_error":
         return SessionOutcome.failure("session_rate_limited_error", exc.message)
     if exc.status >= 500:
-        raise GatewayUnavailable(exc.message)
+        return SessionOutcome.unavailable(exc.message)
     return SessionOutcome.failure("session_creation_rejected_error", exc.message)
+
+
+# --- reference checks ------------------------------------------------------------------------------
+
+
+def _agent_ref(agent: str | dict) -> tuple[str, int | None]:
+    if isinstance(agent, str):
+        return agent, None
+    return agent["id"], agent.get("version")
+
+
+def _resolve_agent(*, organization_id: str, workspace_id: str, agent: str | dict) -> tuple[str, int]:
+    """(agent id, concrete version). Locks the agent row so an archive of the agent running
+    concurrently either sees this deployment or makes this call fail."""
+    agent_id, version = _agent_ref(agent)
+    row = (
+        Agent.objects.select_for_update(no_key=True)
+        .filter(pk=agent_id, organization_id=organization_id, workspace_id=workspace_id)
+        .first()
+    )
+    if row is None:
+        raise ReferenceNotFound(f"agent: agent {shorten(agent_id)} not found")
+    if row.archived_at is not None:
+        raise ReferenceArchived(f"agent: agent {agent_id} is archived")
+    if version is None:
+        version = row.latest_version
+    if not AgentVersion.objects.filter(agent_id=row.pk, version=version).exists():
+        raise ReferenceNotFound(f"agent.version: agent {agent_id} has no version {version}")
+    return row.pk, version
+
+
+def _check_environment(*, organization_id: str, workspace_id: str, environment_id: str) -> None:
+    row = (
+        Environment.objects.filter(pk=environment_id, organization_id=organization_id, workspace_id=workspace_id)
+        .values("archived_at")
+        .first()
+    )
+    if row is None:
+        raise ReferenceNotFound(f"environment_id: environment {shorten(environment_id)} not found")
+    if row["archived_at"] is not None:
+        raise ReferenceArchived(f"environment_id: environment {environment_id} is archived")
+
+
+def _check_vaults(*, organization_id: str, workspace_id: str, vault_ids: Iterable[str]) -> None:
+    vault_ids = list(vault_ids)
+    if not vault_ids:
+        return
+    found = dict(
+        Vault.objects.filter(pk__in=vault_ids, organization_id=organization_id, workspace_id=workspace_id)
+        .values_list("pk", "archived_at")
+    )
+    for index, vault_id in enumerate(vault_ids):
+        if vault_id not in found:
+            raise ReferenceNotFound(f"vault_ids[{index}]: vault {shorten(vault_id)} not found")
+        if found[vault_id] is not None:
+            raise ReferenceArchived(f"vault_ids[{index}]: vault {vault_id} is archived")

@@ -14,11 +14,11 @@ that policy lives.
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import CharField, DateTimeField, F, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -26,7 +26,10 @@ from django.utils import timezone
 from core import ids, metrics
 from core.logging import log_context
 from deployments_app import schedule
+from deployments_app.errors import DeploymentArchived
 from deployments_app.models import Deployment
+from deployments_app.selectors import deployment_session_resources
+from deployments_app.services import deployment_archive, deployment_pause
 from gateways import GatewayUnavailable, SessionGateway, SessionOutcome, SessionRequest, get_gateway
 from runs_app.models import DeploymentRun, Fire
 
@@ -58,12 +61,46 @@ class FireResult:
     run_id: str | None = None
 
 
-# --- the gateway call --------------------------------------------------------------------------
+# --- what one session is asked for ------------------------------------------------------------
 
 
-def _session_request(deployment: Deployment, *, idempotency_key: str, run_id: str, title: str) -> SessionRequest:
-    from deployments_app.selectors import deployment_session_resources
+@dataclass(frozen=True)
+class ClaimedFire:
+    id: str
+    deployment_id: str
+    scheduled_at: datetime
+    due_at: datetime
+    run_id: str
+    started_at: datetime
+    attempts: int
 
+    def log_ids(self) -> dict:
+        return {"fire_id": self.id, "deployment_id": self.deployment_id, "run_id": self.run_id}
+
+
+@dataclass
+class _Job:
+    """One session to ask for: a claimed scheduled fire, or a manual run (no fire)."""
+
+    deployment: Deployment
+    request: SessionRequest
+    started_at: datetime
+    fire: ClaimedFire | None = None
+    outcome: SessionOutcome | None = None
+
+    @property
+    def run_id(self) -> str:
+        return self.request.deployment_run_id
+
+    @property
+    def trigger_type(self) -> str:
+        return DeploymentRun.TriggerType.SCHEDULE if self.fire else DeploymentRun.TriggerType.MANUAL
+
+    def log_ids(self) -> dict:
+        return {"deployment_id": self.deployment.pk, "run_id": self.run_id, **({"fire_id": self.fire.id} if self.fire else {})}
+
+
+def session_request(deployment: Deployment, *, idempotency_key: str, run_id: str, title: str) -> SessionRequest:
     return SessionRequest(
         organization_id=deployment.organization_id,
         workspace_id=deployment.workspace_id,
@@ -81,73 +118,203 @@ def _session_request(deployment: Deployment, *, idempotency_key: str, run_id: st
     )
 
 
-def call_gateway(gateway: SessionGateway, request: SessionRequest) -> SessionOutcome:
-    """Ask for a session. 5xx/connection failures are retried a few times within seconds with the
-    same idempotency key; a 429 is never retried; anything unexpected becomes `unknown_error`."""
-    gateway_name = type(gateway).__name__
+def _fire_job(deployment: Deployment, fire: ClaimedFire) -> _Job:
+    title = f"{deployment.name} — {fire.scheduled_at:%Y-%m-%d %H:%M} UTC"
+    request = session_request(deployment, idempotency_key=fire.id, run_id=fire.run_id, title=title)
+    return _Job(deployment=deployment, request=request, started_at=fire.started_at, fire=fire)
+
+
+# --- the gateway call ----------------------------------------------------------------------------
+
+
+def create_sessions(gateway: SessionGateway, jobs: list[_Job]) -> None:
+    """Ask the gateway for every job's session at once and set each job's outcome. Requests the
+    platform could not answer (5xx, connection failures, timeouts) are asked again, a few times
+    within seconds, with the same idempotency keys; a 429 is never retried; anything unexpected
+    becomes `unknown_error`."""
     attempts = max(1, settings.GATEWAY_RETRY_ATTEMPTS)
-    last_error = ""
+    pending, last_error = list(jobs), {}
     for attempt in range(attempts):
+        if not pending:
+            return
+        if attempt:
+            logger.warning("session platform unavailable for %d requests (attempt %d of %d): %s",
+                           len(pending), attempt, attempts, next(iter(last_error.values())))
+            time.sleep(settings.GATEWAY_RETRY_BACKOFF_SECONDS * (2 ** (attempt - 1)))
         try:
-            outcome = gateway.create_session(request)
+            outcomes = gateway.create_sessions([job.request for job in pending])
         except GatewayUnavailable as exc:
-            last_error = str(exc)
-            metrics.GATEWAY_CALLS.labels(gateway_name, "unavailable").inc()
-            logger.warning("session platform unavailable (attempt %d of %d): %s", attempt + 1, attempts, last_error)
-            if attempt + 1 < attempts:
-                time.sleep(settings.GATEWAY_RETRY_BACKOFF_SECONDS * (2**attempt))
-            continue
+            outcomes = [SessionOutcome.unavailable(str(exc))] * len(pending)
         except Exception:
-            metrics.GATEWAY_CALLS.labels(gateway_name, "exception").inc()
-            logger.exception("unexpected error while creating a session")
-            return SessionOutcome.failure("unknown_error", "an unexpected error occurred while creating the session")
-        metrics.GATEWAY_CALLS.labels(gateway_name, "session" if outcome.session_id else "refused").inc()
-        return outcome
-    return SessionOutcome.failure(
-        "service_unavailable_error", f"the session platform was unavailable after {attempts} attempts: {last_error}"
-    )
+            logger.exception("unexpected error while creating sessions")
+            outcomes = [SessionOutcome.failure("unknown_error", "an unexpected error occurred while creating the session")] * len(pending)
+        retry = []
+        for job, outcome in zip(pending, outcomes, strict=True):
+            if outcome.retryable:
+                retry.append(job)
+                last_error[job.run_id] = outcome.error_message
+            else:
+                job.outcome = outcome
+        _count_calls(gateway, outcomes)
+        pending = retry
+    for job in pending:
+        job.outcome = SessionOutcome.failure(
+            "service_unavailable_error",
+            f"the session platform was unavailable after {attempts} attempts: {last_error[job.run_id]}",
+        )
 
 
-# --- recording ---------------------------------------------------------------------------------
+def _count_calls(gateway: SessionGateway, outcomes: list[SessionOutcome]) -> None:
+    counts: dict[str, int] = {}
+    for outcome in outcomes:
+        result = "session" if outcome.session_id else "unavailable" if outcome.retryable else "refused"
+        counts[result] = counts.get(result, 0) + 1
+    for result, count in counts.items():
+        metrics.GATEWAY_CALLS.labels(gateway.name, result).inc(count)
 
 
-def _record_run(
-    *, deployment: Deployment, outcome: SessionOutcome, run_id: str, trigger_type: str,
-    scheduled_at: datetime | None, fire: Fire | None, started_at: datetime,
-) -> DeploymentRun | None:
-    """Insert the run; None if this fire already has one (another worker won the race)."""
-    run = DeploymentRun(
-        id=run_id,
+# --- one path for every session: build, ask, record ---------------------------------------------
+
+
+def _execute(gateway: SessionGateway, deployment_ids: set[str], build) -> list["_Recorded"]:
+    """`build(deployments)` → (jobs, skipped fires). With a transactional gateway (the built-in
+    platform) the sessions and their records commit together; otherwise the sessions are asked
+    for outside any transaction (many calls in flight, no row locked meanwhile) and recorded
+    after, under the locks."""
+    if gateway.transactional:
+        with transaction.atomic():
+            jobs, skipped = build(_lock_deployments(deployment_ids))
+            create_sessions(gateway, jobs)
+            return _record(jobs, skipped)
+    jobs, skipped = build(Deployment.objects.in_bulk(deployment_ids))
+    create_sessions(gateway, jobs)
+    with transaction.atomic():
+        locked = _lock_deployments(deployment_ids)
+        for job in jobs:
+            job.deployment = locked[job.deployment.pk]
+        return _record(jobs, skipped)
+
+
+def _lock_deployments(deployment_ids) -> dict[str, Deployment]:
+    # Locks in one order everywhere (deployment, then fire; each set in key order): batches,
+    # single fires, manual runs and the deployment services never wait on each other in a cycle.
+    rows = Deployment.objects.select_for_update().filter(pk__in=deployment_ids).order_by("pk")
+    return {row.pk: row for row in rows}
+
+
+@dataclass(frozen=True)
+class _Recorded:
+    job: _Job
+    status: str  # "done" (a run), "archived" (own agent gone, no run), "not_claimed"
+    run: DeploymentRun | None = None
+
+
+def _record(jobs: list[_Job], skipped: list[tuple[ClaimedFire, str]]) -> list[_Recorded]:
+    """In the caller's transaction: the runs (unique per fire), the fires finished, `last_run_at`
+    of scheduled runs and the outcome policy. A fire no longer held (finished by a worker that
+    re-claimed it after this one's lease ran out) records nothing."""
+    fire_ids = [job.fire.id for job in jobs if job.fire] + [fire.id for fire, _ in skipped]
+    held = set(
+        Fire.objects.select_for_update().filter(pk__in=fire_ids, status=Fire.Status.CLAIMED)
+        .order_by("pk").values_list("pk", flat=True)
+    ) if fire_ids else set()
+    now = timezone.now()
+    for reason in {reason for _, reason in skipped}:
+        Fire.objects.filter(pk__in=[f.id for f, r in skipped if r == reason and f.id in held]).update(
+            status=Fire.Status.SKIPPED, skip_reason=reason, lease_expires_at=None, updated_at=now
+        )
+    recorded, runs, gone = [], [], []
+    for job in jobs:
+        if job.fire is not None and job.fire.id not in held:
+            recorded.append(_Recorded(job, "not_claimed"))
+        elif job.outcome.archive_deployment:
+            _archive_for_lost_agent(deployment=job.deployment, outcome=job.outcome)
+            gone.append(job)
+            recorded.append(_Recorded(job, "archived"))
+        else:
+            run = _run_row(job)
+            runs.append(run)
+            recorded.append(_Recorded(job, "done", run))
+    if gone:
+        Fire.objects.filter(pk__in=[job.fire.id for job in gone if job.fire]).update(
+            status=Fire.Status.SKIPPED, skip_reason="agent_gone", lease_expires_at=None, updated_at=now
+        )
+    if runs:
+        DeploymentRun.objects.bulk_create(runs)
+        Fire.objects.filter(pk__in=[run.fire_id for run in runs if run.fire_id]).update(
+            status=Fire.Status.DONE, lease_expires_at=None, updated_at=now
+        )
+        last_run: dict[str, datetime] = {}
+        for run in runs:
+            if run.fire_id and (run.deployment_id not in last_run or last_run[run.deployment_id] < run.started_at):
+                last_run[run.deployment_id] = run.started_at
+        _advance_last_run_at(last_run)
+    for item in recorded:
+        if item.run is not None and item.job.fire is not None:
+            _apply_policy(deployment=item.job.deployment, outcome=item.job.outcome)
+    return recorded
+
+
+def _run_row(job: _Job) -> DeploymentRun:
+    deployment, outcome = job.deployment, job.outcome
+    return DeploymentRun(
+        id=job.run_id,
         organization_id=deployment.organization_id,
         workspace_id=deployment.workspace_id,
-        deployment=deployment,
-        fire=fire,
-        agent_id=deployment.agent_id,
-        agent_version=deployment.agent_version,
-        trigger_type=trigger_type,
-        scheduled_at=scheduled_at,
+        deployment_id=deployment.pk,
+        fire_id=job.fire.id if job.fire else None,
+        agent_id=job.request.agent_id,
+        agent_version=job.request.agent_version,
+        trigger_type=job.trigger_type,
+        scheduled_at=job.fire.scheduled_at if job.fire else None,
         session_id=outcome.session_id,
         error_type=None if outcome.session_id else outcome.error_type,
         error_message=None if outcome.session_id else outcome.error_message,
-        started_at=started_at,
+        started_at=job.started_at,
     )
-    try:
-        with transaction.atomic():
-            run.save(force_insert=True)
-    except IntegrityError:
-        if fire is not None and DeploymentRun.objects.filter(fire=fire).exists():
-            return None
-        raise
-    outcome_label = "success" if outcome.session_id else "error"
-    metrics.RUNS.labels(trigger_type, outcome_label, outcome.error_type or "").inc()
-    return run
 
 
-def _apply_policy(*, deployment: Deployment, outcome: SessionOutcome, scheduled: bool) -> None:
+def _announce(recorded: list[_Recorded]) -> None:
+    """After commit: metrics and the log lines that make a fire's life one grep."""
+    for item in recorded:
+        job = item.job
+        if item.run is None:
+            if item.status == "not_claimed":
+                logger.info("fire already finished by another worker", extra=job.log_ids())
+            continue
+        run = item.run
+        metrics.RUNS.labels(run.trigger_type, "success" if run.session_id else "error", run.error_type or "").inc()
+        if job.fire is not None:
+            metrics.FIRE_LATENESS.observe(max(0.0, (job.fire.started_at - job.fire.due_at).total_seconds()))
+        logger.info(
+            "%s recorded: %s", "run" if job.fire else "manual run", run.session_id or run.error_type,
+            extra={**job.log_ids(), "session_id": run.session_id, "error_type": run.error_type},
+        )
+
+
+def _advance_last_run_at(started: dict[str, datetime]) -> None:
+    """`last_run_at` = the run's start, where later than what is recorded: one statement on PostgreSQL."""
+    if not started:
+        return
+    if connection.vendor != "postgresql":
+        for pk, at in started.items():
+            Deployment.objects.filter(Q(last_run_at__isnull=True) | Q(last_run_at__lt=at), pk=pk).update(last_run_at=at)
+        return
+    table = Deployment._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f'UPDATE "{table}" AS d SET "last_run_at" = v.at FROM unnest(%s::varchar[], %s::timestamptz[]) AS v(id, at) '
+            f'WHERE d."id" = v.id AND (d."last_run_at" IS NULL OR d."last_run_at" < v.at)',
+            [list(started), list(started.values())],
+        )
+
+
+# --- the outcome policy --------------------------------------------------------------------------
+
+
+def _apply_policy(*, deployment: Deployment, outcome: SessionOutcome) -> None:
     """Auto-pause on errors that recur until someone fixes them — scheduled fires only."""
-    from deployments_app.services import deployment_pause
-
-    if not scheduled or outcome.session_id or outcome.error_type not in PAUSING_ERRORS:
+    if outcome.session_id or outcome.error_type not in PAUSING_ERRORS:
         return
     if deployment.archived_at is not None or deployment.status == Deployment.Status.PAUSED:
         return
@@ -156,16 +323,15 @@ def _apply_policy(*, deployment: Deployment, outcome: SessionOutcome, scheduled:
         reason={"type": "error", "error": {"type": outcome.error_type, "message": outcome.error_message}},
     )
     metrics.DEPLOYMENTS_AUTO_PAUSED.labels(outcome.error_type).inc()
-    logger.warning("deployment paused: %s", outcome.error_message, extra={"error_type": outcome.error_type})
+    logger.warning("deployment paused: %s", outcome.error_message,
+                   extra={"error_type": outcome.error_type, "deployment_id": deployment.pk})
 
 
 def _archive_for_lost_agent(*, deployment: Deployment, outcome: SessionOutcome) -> None:
-    from deployments_app.services import deployment_archive
-
     if deployment.archived_at is None:
         deployment_archive(deployment=deployment)
         metrics.DEPLOYMENTS_AUTO_ARCHIVED.inc()
-    logger.warning("deployment archived: %s", outcome.error_message)
+    logger.warning("deployment archived: %s", outcome.error_message, extra={"deployment_id": deployment.pk})
 
 
 # --- scheduled fires ---------------------------------------------------------------------------
@@ -184,142 +350,13 @@ def _claim(fire_id: str, now: datetime) -> bool:
     return bool(updated)
 
 
-def _skip_reason(deployment: Deployment, scheduled_at: datetime, memo: dict | None = None) -> str | None:
-    if deployment.archived_at is not None:
-        return "archived"
-    if deployment.status == Deployment.Status.PAUSED:
-        return "paused"
-    if not deployment.has_schedule:
-        return "schedule_removed"
-    if not _still_scheduled(deployment, scheduled_at, {} if memo is None else memo):
-        return "schedule_changed"
-    return None
-
-
-def _still_scheduled(deployment: Deployment, scheduled_at: datetime, memo: dict) -> bool:
-    """Is `scheduled_at` still an occurrence of the deployment's schedule? A fire is written ahead of
-    its time (the scheduler's lookahead, a backlog): a schedule changed since must not fire the old
-    occurrence. Memoized per batch: a burst shares a few (expression, zone, instant) triples."""
-    key = (deployment.schedule_expression, deployment.schedule_timezone, scheduled_at)
-    if key not in memo:
-        following = schedule.next_fires(key[0], key[1], scheduled_at - timedelta(seconds=1), n=1)
-        memo[key] = bool(following) and following[0] == scheduled_at
-    return memo[key]
-
-
-def _finish_skipped(fire: Fire, reason: str) -> FireResult:
-    Fire.objects.filter(pk=fire.pk, status=Fire.Status.CLAIMED).update(
-        status=Fire.Status.SKIPPED, skip_reason=reason, lease_expires_at=None, updated_at=timezone.now()
-    )
-    metrics.FIRES_SKIPPED.labels(reason).inc()
-    logger.info("fire skipped: deployment is %s", reason.replace("_", " "))
-    return FireResult("skipped")
-
-
-def execute_fire(fire_id: str, *, gateway: SessionGateway | None = None) -> FireResult:
-    """Run one scheduled fire, exactly once.
-
-    1. Claim it with a conditional update (pending, or claimed with an expired lease); if zero rows
-       changed, another worker has it or it is finished: return.
-    2. Re-read the deployment: paused, archived or made manual-only since → skip, no session, no run.
-    3. Ask the gateway for a session, with the fire's id as idempotency key — so a retry after a
-       crash gets the same session, never a second one.
-    4. In one transaction: the run row (unique per fire), the fire marked done, `last_run_at`, and
-       the outcome policy. With the local gateway, step 3 happens inside that transaction too.
-    """
-    gateway = gateway or get_gateway()
-    with log_context(fire_id=fire_id):
-        if not _claim(fire_id, timezone.now()):
-            logger.info("fire not claimed (finished, or held by another worker)")
-            return FireResult("not_claimed")
-        return _execute_claimed(fire_id, gateway)
-
-
-def _execute_claimed(fire_id: str, gateway: SessionGateway, *, announce: bool = True) -> FireResult:
-    """Steps 2–4 for a fire this worker holds."""
-    with log_context(fire_id=fire_id):
-        # A transactional gateway re-reads the deployment under its lock: no need to join it here.
-        fires = Fire.objects if gateway.transactional else Fire.objects.select_related("deployment")
-        fire = fires.get(pk=fire_id)
-        with log_context(deployment_id=fire.deployment_id, run_id=fire.run_id):
-            if announce:
-                logger.info("fire claimed (attempt %d)", fire.attempts, extra={"scheduled_at": fire.scheduled_at.isoformat()})
-            if gateway.transactional:
-                with transaction.atomic():
-                    deployment = Deployment.objects.select_for_update().get(pk=fire.deployment_id)
-                    reason = _skip_reason(deployment, fire.scheduled_at)
-                    if reason:
-                        return _finish_skipped(fire, reason)
-                    outcome = call_gateway(gateway, _fire_request(deployment, fire))
-                    return _finish_fire(fire=fire, deployment=deployment, outcome=outcome)
-            reason = _skip_reason(fire.deployment, fire.scheduled_at)
-            if reason:
-                return _finish_skipped(fire, reason)
-            outcome = call_gateway(gateway, _fire_request(fire.deployment, fire))
-            with transaction.atomic():
-                deployment = Deployment.objects.select_for_update().get(pk=fire.deployment_id)
-                return _finish_fire(fire=fire, deployment=deployment, outcome=outcome)
-
-
-def _fire_request(deployment: Deployment, fire: Fire) -> SessionRequest:
-    title = f"{deployment.name} — {fire.scheduled_at:%Y-%m-%d %H:%M} UTC"
-    return _session_request(deployment, idempotency_key=fire.id, run_id=fire.run_id, title=title)
-
-
-def _finish_fire(*, fire: Fire, deployment: Deployment, outcome: SessionOutcome) -> FireResult:
-    locked = Fire.objects.select_for_update().get(pk=fire.pk)
-    if locked.status in (Fire.Status.DONE, Fire.Status.SKIPPED):
-        logger.info("fire already finished by another worker")
-        return FireResult("not_claimed")
-    now = timezone.now()
-    if outcome.archive_deployment:
-        _archive_for_lost_agent(deployment=deployment, outcome=outcome)
-        Fire.objects.filter(pk=fire.pk).update(
-            status=Fire.Status.SKIPPED, skip_reason="agent_gone", lease_expires_at=None, updated_at=now
-        )
-        return FireResult("archived")
-    run = _record_run(
-        deployment=deployment, outcome=outcome, run_id=locked.run_id, trigger_type=DeploymentRun.TriggerType.SCHEDULE,
-        scheduled_at=fire.scheduled_at, fire=locked, started_at=locked.started_at,
-    )
-    Fire.objects.filter(pk=fire.pk).update(status=Fire.Status.DONE, lease_expires_at=None, updated_at=now)
-    if run is None:
-        return FireResult("not_claimed")
-    if deployment.last_run_at is None or deployment.last_run_at < run.started_at:
-        Deployment.objects.filter(pk=deployment.pk).update(last_run_at=run.started_at)
-        deployment.last_run_at = run.started_at
-    _apply_policy(deployment=deployment, outcome=outcome, scheduled=True)
-    metrics.FIRE_LATENESS.observe(max(0.0, (locked.started_at - locked.due_at).total_seconds()))
-    logger.info(
-        "run recorded: %s", run.session_id or run.error_type,
-        extra={"run_id": run.id, "session_id": run.session_id, "error_type": run.error_type},
-    )
-    return FireResult("done", run.id)
-
-
-# --- batches of scheduled fires ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ClaimedFire:
-    id: str
-    deployment_id: str
-    scheduled_at: datetime
-    due_at: datetime
-    run_id: str
-    started_at: datetime
-    attempts: int
-
-    def log_ids(self) -> dict:
-        return {"fire_id": self.id, "deployment_id": self.deployment_id, "run_id": self.run_id}
-
-
 _CLAIMED_COLUMNS = ("id", "deployment_id", "scheduled_at", "due_at", "run_id", "started_at", "attempts")
 
 
 def claim_fires(fire_ids: list[str], now: datetime) -> list[ClaimedFire]:
-    """Step 1 for many fires: the conditional claim of `_claim`, in one statement on PostgreSQL
-    (one per fire elsewhere). Returns the fires this worker now holds, earliest due first."""
+    """The conditional claim (pending, or claimed with an expired lease) of many fires, in one
+    statement on PostgreSQL (one per fire elsewhere). Returns the fires this worker now holds,
+    earliest due first; a fire missing from it is finished or held by another worker."""
     if not fire_ids:
         return []
     if connection.vendor != "postgresql":
@@ -345,19 +382,52 @@ def claim_fires(fire_ids: list[str], now: datetime) -> list[ClaimedFire]:
     return sorted((ClaimedFire(*row) for row in rows), key=lambda fire: (fire.due_at, fire.id))
 
 
+def _skip_reason(deployment: Deployment, scheduled_at: datetime, memo: dict) -> str | None:
+    if deployment.archived_at is not None:
+        return "archived"
+    if deployment.status == Deployment.Status.PAUSED:
+        return "paused"
+    if not deployment.has_schedule:
+        return "schedule_removed"
+    if not _still_scheduled(deployment, scheduled_at, memo):
+        return "schedule_changed"
+    return None
+
+
+def _still_scheduled(deployment: Deployment, scheduled_at: datetime, memo: dict) -> bool:
+    """Is `scheduled_at` still an occurrence of the deployment's schedule? A fire is written ahead of
+    its time (the scheduler's lookahead, a backlog): a schedule changed since must not fire the old
+    occurrence. Memoized per batch: a burst shares a few (expression, zone, instant) triples."""
+    key = (deployment.schedule_expression, deployment.schedule_timezone, scheduled_at)
+    if key not in memo:
+        following = schedule.next_fires(key[0], key[1], scheduled_at - timedelta(seconds=1), n=1)
+        memo[key] = bool(following) and following[0] == scheduled_at
+    return memo[key]
+
+
+def execute_fire(fire_id: str, *, gateway: SessionGateway | None = None) -> FireResult:
+    """One scheduled fire: a batch of one."""
+    return execute_fires([fire_id], gateway=gateway)[fire_id]
+
+
 def execute_fires(fire_ids: list[str], *, gateway: SessionGateway | None = None) -> dict[str, FireResult]:
-    """Run a batch of scheduled fires, each exactly once: what execute_fire does for one, with the
-    work shared when the gateway is transactional (the built-in platform): one statement claims
-    them all, one transaction locks their deployments and fires, creates every session, run and
-    fire state that needs no decision, and sets `last_run_at`. Whatever needs a decision (a
-    platform error and its policy, a race with another worker) is finished one fire at a time by
-    execute_fire's own code. Other gateways get the fires one at a time."""
+    """Run scheduled fires, each exactly once.
+
+    1. Claim them with one conditional update (pending, or claimed with an expired lease); a fire
+       not claimed is finished or held by another worker: `not_claimed`.
+    2. Re-read their deployments: paused, archived, made manual-only or rescheduled since the fire
+       was written → the fire is skipped, no session, no run.
+    3. Ask the gateway for every session at once, each with its fire's id as idempotency key — so
+       a retry after a crash gets the same session, never a second one.
+    4. In one transaction, under the deployments' and fires' locks: the runs (unique per fire),
+       the fires finished, `last_run_at`, and the outcome policy. With the built-in platform, step
+       3 happens inside that transaction too.
+
+    A batch whose transaction fails (a deadlock victim, a constraint) is finished as batches of
+    one, so one bad fire never holds back the others.
+    """
     gateway = gateway or get_gateway()
     fire_ids = list(dict.fromkeys(fire_ids))
-    if not gateway.transactional:
-        # Sessions over the network, one call each: claim each fire only when its turn comes, so a
-        # slow platform never lets the leases of the batch's later fires run out while they wait.
-        return {fire_id: execute_fire(fire_id, gateway=gateway) for fire_id in fire_ids}
     results = {fire_id: FireResult("not_claimed") for fire_id in fire_ids}
     claimed = claim_fires(fire_ids, timezone.now())
     if len(claimed) < len(fire_ids):
@@ -366,107 +436,47 @@ def execute_fires(fire_ids: list[str], *, gateway: SessionGateway | None = None)
     for fire in claimed:
         logger.info("fire claimed (attempt %d)", fire.attempts,
                     extra={**fire.log_ids(), "scheduled_at": fire.scheduled_at.isoformat()})
-    one_by_one = _execute_batch(claimed, gateway, results) if claimed else []
-    for fire in one_by_one:
-        results[fire.id] = _execute_claimed(fire.id, gateway, announce=False)
+    if claimed:
+        _execute_claimed(claimed, gateway, results)
     return results
 
 
-@dataclass
-class _BatchOutcome:
-    done: list = field(default_factory=list)  # [(ClaimedFire, session_id)]
-    skipped: list = field(default_factory=list)  # [(ClaimedFire, reason)]
-    one_by_one: list = field(default_factory=list)  # [ClaimedFire]
+def _execute_claimed(claimed: list[ClaimedFire], gateway: SessionGateway, results: dict[str, FireResult]) -> None:
+    skipped_here: list[tuple[ClaimedFire, str]] = []
 
+    def build(deployments: dict[str, Deployment]):
+        held = set(Fire.objects.filter(pk__in=[f.id for f in claimed], status=Fire.Status.CLAIMED).values_list("pk", flat=True))
+        jobs, skipped, memo = [], [], {}
+        for fire in claimed:
+            deployment = deployments.get(fire.deployment_id)
+            if fire.id not in held or deployment is None:
+                continue  # finished by a worker whose lease had expired: not_claimed
+            reason = _skip_reason(deployment, fire.scheduled_at, memo)
+            if reason:
+                skipped.append((fire, reason))
+            else:
+                jobs.append(_fire_job(deployment, fire))
+        skipped_here[:] = skipped
+        return jobs, skipped
 
-def _execute_batch(claimed: list[ClaimedFire], gateway: SessionGateway, results: dict) -> list[ClaimedFire]:
-    """The batch's common case in one transaction; returns the fires left to finish one by one."""
     try:
-        with transaction.atomic():
-            outcome = _execute_batch_locked(claimed, gateway)
-    except (DatabaseError, GatewayUnavailable) as exc:
-        # Nothing of the batch was written (a constraint, a deadlock victim, the platform's tables
-        # unavailable): each fire still held goes the one-fire way.
+        recorded = _execute(gateway, {fire.deployment_id for fire in claimed}, build)
+    except DatabaseError as exc:
+        if len(claimed) == 1:
+            raise
         logger.warning("fire batch rolled back (%s); finishing its fires one at a time", type(exc).__name__)
-        return claimed
-    for fire, reason in outcome.skipped:
+        for fire in claimed:
+            _execute_claimed([fire], gateway, results)
+        return
+    for fire, reason in skipped_here:
         results[fire.id] = FireResult("skipped")
         metrics.FIRES_SKIPPED.labels(reason).inc()
         logger.info("fire skipped: deployment is %s", reason.replace("_", " "), extra=fire.log_ids())
-    if outcome.done:
-        metrics.RUNS.labels(DeploymentRun.TriggerType.SCHEDULE, "success", "").inc(len(outcome.done))
-    for fire, session_id in outcome.done:
-        results[fire.id] = FireResult("done", fire.run_id)
-        metrics.FIRE_LATENESS.observe(max(0.0, (fire.started_at - fire.due_at).total_seconds()))
-        logger.info("run recorded: %s", session_id, extra={**fire.log_ids(), "session_id": session_id})
-    logger.info("fire batch of %d: %d runs recorded, %d skipped, %d left to finish one by one",
-                len(claimed), len(outcome.done), len(outcome.skipped), len(outcome.one_by_one))
-    return outcome.one_by_one
-
-
-def _execute_batch_locked(claimed: list[ClaimedFire], gateway: SessionGateway) -> _BatchOutcome:
-    outcome = _BatchOutcome()
-    # Locks in the one-fire order (deployment, then fire), each set in key order: batches and
-    # single fires never wait on each other in a cycle.
-    deployments = Deployment.objects.select_for_update().filter(pk__in={f.deployment_id for f in claimed})
-    deployments = {d.pk: d for d in deployments.order_by("pk")}
-    still_held = set(
-        Fire.objects.select_for_update().filter(pk__in=[f.id for f in claimed], status=Fire.Status.CLAIMED)
-        .order_by("pk").values_list("pk", flat=True)
-    )
-    memo: dict = {}
-    asking = []  # [(fire, deployment, request)]
-    for fire in claimed:
-        deployment = deployments.get(fire.deployment_id)
-        if fire.id not in still_held or deployment is None:
-            continue  # finished by a worker whose lease had expired: not_claimed
-        reason = _skip_reason(deployment, fire.scheduled_at, memo)
-        if reason:
-            outcome.skipped.append((fire, reason))
-        else:
-            asking.append((fire, deployment, _fire_request(deployment, fire)))
-    answers = gateway.create_sessions([request for _, _, request in asking]) if asking else []
-    runs, last_run = [], {}
-    for (fire, deployment, _request), answer in zip(asking, answers, strict=True):
-        if answer is None or answer.session_id is None:
-            outcome.one_by_one.append(fire)
-            continue
-        outcome.done.append((fire, answer.session_id))
-        runs.append(DeploymentRun(
-            id=fire.run_id, organization_id=deployment.organization_id, workspace_id=deployment.workspace_id,
-            deployment_id=deployment.pk, fire_id=fire.id, agent_id=deployment.agent_id,
-            agent_version=deployment.agent_version, trigger_type=DeploymentRun.TriggerType.SCHEDULE,
-            scheduled_at=fire.scheduled_at, session_id=answer.session_id, started_at=fire.started_at,
-        ))
-        if deployment.pk not in last_run or last_run[deployment.pk] < fire.started_at:
-            last_run[deployment.pk] = fire.started_at
-    now = timezone.now()
-    for reason in {reason for _, reason in outcome.skipped}:
-        Fire.objects.filter(pk__in=[f.id for f, r in outcome.skipped if r == reason]).update(
-            status=Fire.Status.SKIPPED, skip_reason=reason, lease_expires_at=None, updated_at=now
-        )
-    if runs:
-        DeploymentRun.objects.bulk_create(runs)
-        Fire.objects.filter(pk__in=[fire.id for fire, _ in outcome.done]).update(
-            status=Fire.Status.DONE, lease_expires_at=None, updated_at=now
-        )
-        _advance_last_run_at(last_run)
-    return outcome
-
-
-def _advance_last_run_at(started: dict[str, datetime]) -> None:
-    """`last_run_at` = the run's start, where later than what is recorded: one statement on PostgreSQL."""
-    if connection.vendor != "postgresql":
-        for pk, at in started.items():
-            Deployment.objects.filter(Q(last_run_at__isnull=True) | Q(last_run_at__lt=at), pk=pk).update(last_run_at=at)
-        return
-    table = Deployment._meta.db_table
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f'UPDATE "{table}" AS d SET "last_run_at" = v.at FROM unnest(%s::varchar[], %s::timestamptz[]) AS v(id, at) '
-            f'WHERE d."id" = v.id AND (d."last_run_at" IS NULL OR d."last_run_at" < v.at)',
-            [list(started), list(started.values())],
-        )
+    for item in recorded:
+        results[item.job.fire.id] = FireResult(item.status, item.run.id if item.run else None)
+    _announce(recorded)
+    logger.info("fire batch of %d: %d runs recorded, %d skipped", len(claimed),
+                sum(1 for item in recorded if item.run), len(skipped_here))
 
 
 # --- manual runs -------------------------------------------------------------------------------
@@ -479,34 +489,23 @@ class ManualRunResult:
 
 
 def run_manually(*, deployment: Deployment, gateway: SessionGateway | None = None) -> ManualRunResult:
-    """`POST /v1/deployments/{id}/run`: a session now, also while paused. Never changes
-    `last_run_at`, never pauses. If the deployment's own agent is gone, the deployment is archived
-    and no run is recorded."""
+    """`POST /v1/deployments/{id}/run`: a session now (a batch of one), also while paused. Never
+    changes `last_run_at`, never pauses. If the deployment's own agent is gone, the deployment is
+    archived and no run is recorded. Archived deployments are refused."""
     gateway = gateway or get_gateway()
     run_id = ids.new_id("deployment_run")
     started_at = timezone.now()
-    with log_context(deployment_id=deployment.id, run_id=run_id):
-        request = _session_request(
-            deployment, idempotency_key=run_id, run_id=run_id, title=f"{deployment.name} — manual run"
-        )
-        if gateway.transactional:
-            with transaction.atomic():
-                locked = Deployment.objects.select_for_update().get(pk=deployment.pk)
-                outcome = call_gateway(gateway, request)
-                return _finish_manual(deployment=locked, outcome=outcome, run_id=run_id, started_at=started_at)
-        outcome = call_gateway(gateway, request)
-        with transaction.atomic():
-            locked = Deployment.objects.select_for_update().get(pk=deployment.pk)
-            return _finish_manual(deployment=locked, outcome=outcome, run_id=run_id, started_at=started_at)
 
+    def build(deployments: dict[str, Deployment]):
+        current = deployments[deployment.pk]
+        if current.archived_at is not None:
+            raise DeploymentArchived(current.pk)
+        request = session_request(current, idempotency_key=run_id, run_id=run_id, title=f"{current.name} — manual run")
+        return [_Job(deployment=current, request=request, started_at=started_at)], []
 
-def _finish_manual(*, deployment, outcome, run_id, started_at) -> ManualRunResult:
-    if outcome.archive_deployment:
-        _archive_for_lost_agent(deployment=deployment, outcome=outcome)
-        return ManualRunResult(None, archived_message=outcome.error_message)
-    run = _record_run(
-        deployment=deployment, outcome=outcome, run_id=run_id, trigger_type=DeploymentRun.TriggerType.MANUAL,
-        scheduled_at=None, fire=None, started_at=started_at,
-    )
-    logger.info("manual run recorded: %s", run.session_id or run.error_type)
-    return ManualRunResult(run)
+    with log_context(deployment_id=deployment.pk, run_id=run_id):
+        [item] = _execute(gateway, {deployment.pk}, build)
+        _announce([item])
+        if item.status == "archived":
+            return ManualRunResult(None, archived_message=item.job.outcome.error_message)
+        return ManualRunResult(item.run)

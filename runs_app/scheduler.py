@@ -163,22 +163,18 @@ def fire_batches(fires, *, size: int, window: float):
 
 def publish(fires, now: datetime | None = None) -> None:
     """Step 3: after commit, `runs.fire_batch` messages whose countdown is the latest due time in
-    the batch (seconds; never a long ETA), so no fire starts before its own due time. Batches only
-    with a transactional gateway (the built-in platform), which records a batch in one go.
+    the batch (seconds; never a long ETA), so no fire starts before its own due time. A batch is
+    recorded in one go, its sessions asked for together (in flight at once on a remote platform).
 
     Earliest due first, through one producer whose messages go out in pipelined batches (one
     round trip per PUBLISH_BATCH messages on Redis; transports without batching publish each
     message at once)."""
-    from gateways import get_gateway
     from runs_app.tasks import fire_batch as fire_batch_task
 
     if not fires:
         return
     now = now or timezone.now()
-    # A gateway that calls out over the network creates one session at a time: one fire per
-    # message then, so the fires of a burst run side by side in the worker processes.
-    size = settings.FIRE_BATCH_SIZE if get_gateway().transactional else 1
-    batches = fire_batches(fires, size=size, window=settings.FIRE_BATCH_WINDOW_SECONDS)
+    batches = fire_batches(fires, size=settings.FIRE_BATCH_SIZE, window=settings.FIRE_BATCH_WINDOW_SECONDS)
     with fire_batch_task.app.producer_or_acquire() as producer, producer.batch(max_size=PUBLISH_BATCH):
         for batch in batches:
             countdown = max(0.0, (batch[-1][1] - now).total_seconds())

@@ -5,7 +5,9 @@ from rest_framework.views import APIView
 from core.errors import InvalidRequest, NotFound
 from core.pagination import page_response, paginate, parse_limit
 from core.params import parse_bool, parse_choice, parse_created_filters, parse_id
+from deployments_app.selectors import deployment_get
 from runs_app import selectors
+from runs_app.firing import run_manually
 from runs_app.serializers import run_to_dict
 
 TRIGGER_TYPES = ("schedule", "manual")
@@ -58,16 +60,9 @@ class DeploymentRunNowView(APIView):
         "paused. A failed session creation still returns the recorded run with its error.",
     )
     def post(self, request, deployment_id):
-        from deployments_app.models import Deployment
-        from runs_app.firing import run_manually
-
-        deployment = Deployment.objects.filter(
-            organization=request.user.organization, workspace=request.user.workspace, pk=deployment_id
-        ).first()
-        if deployment is None:
-            raise NotFound(f"deployment {deployment_id[:64]} not found")
-        if deployment.archived_at is not None:
-            raise InvalidRequest(f"deployment {deployment.id} is archived; archived deployments cannot be run")
+        deployment = deployment_get(
+            organization=request.user.organization, workspace=request.user.workspace, deployment_id=deployment_id
+        )
         result = run_manually(deployment=deployment)
         if result.run is None:
             raise InvalidRequest(f"{result.archived_message}; deployment {deployment.id} has been archived")

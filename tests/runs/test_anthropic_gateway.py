@@ -66,9 +66,9 @@ def test_retry_with_the_same_key_returns_the_same_remote_session(remote, local_d
     [(fire_id, _, _)] = scheduler.claim_due(T0).fires
     fire = firing.Fire.objects.get(pk=fire_id)
     deployment = fire.deployment
-    request = firing._session_request(deployment, idempotency_key=fire_id, run_id="drun_x", title="t")
-    first = gateway.create_session(request)
-    second = gateway.create_session(request)
+    request = firing.session_request(deployment, idempotency_key=fire_id, run_id="drun_x", title="t")
+    [first] = gateway.create_sessions([request])
+    [second] = gateway.create_sessions([request])
     assert first.session_id and first.session_id == second.session_id
     assert Session.objects.filter(idempotency_key=fire_id).count() == 1
 

@@ -219,8 +219,8 @@ def test_a_claim_that_expired_mid_batch_does_not_double_the_run(tenant):
     Fire.objects.update(lease_expires_at=dj_timezone.now() - timedelta(seconds=1))
     assert statuses(firing.execute_fires(fire_ids)) == ["done"] * 4  # worker B
     results: dict = {}
-    leftovers = firing._execute_batch(held, firing.get_gateway(), results)  # worker A resumes
-    assert leftovers == [] and results == {}
+    firing._execute_claimed(held, firing.get_gateway(), results)  # worker A resumes
+    assert results == {}
     assert DeploymentRun.objects.count() == 4 and Session.objects.count() == 4
 
 
@@ -249,35 +249,36 @@ def test_a_batch_costs_the_same_statements_whatever_its_size(tenant):
 
 
 @pytest.mark.django_db
-def test_a_network_gateway_gets_one_fire_per_message_claimed_in_turn(tenant, monkeypatch, settings):
-    """With a gateway that calls out (not transactional) each fire is claimed only when its session
-    is asked for, and the scheduler publishes one fire per message."""
+def test_a_network_gateway_gets_the_whole_batch_in_one_call_outside_any_transaction(tenant, monkeypatch):
+    """A gateway that calls out (not transactional) is asked for every session of the batch at
+    once, with no row locked meanwhile; the scheduler publishes batches whatever the gateway."""
+    from django.db import connection as db_connection
+
     from gateways import SessionGateway, SessionOutcome
     from gateways.local import LocalGateway
 
     make_fleet(tenant, 3)
     fire_ids = claim_ids()
-    held_when_called = []
+    calls = []
+    depth = len(db_connection.atomic_blocks)  # the test's own transaction
 
     class Remote(SessionGateway):
-        def create_session(self, request):
-            held_when_called.append(Fire.objects.filter(status="claimed").count())
-            return SessionOutcome.success(f"sesn_remote_{request.idempotency_key}")
+        def create_sessions(self, requests):
+            calls.append((len(requests), len(db_connection.atomic_blocks) - depth, Fire.objects.filter(status="claimed").count()))
+            return [SessionOutcome.success(f"sesn_remote_{request.idempotency_key}") for request in requests]
 
     results = firing.execute_fires(fire_ids, gateway=Remote())
     assert statuses(results) == ["done"] * 3
-    assert held_when_called == [1, 1, 1]
+    assert calls == [(3, 0, 3)]
     assert sorted(DeploymentRun.objects.values_list("session_id", flat=True)) == sorted(
         f"sesn_remote_{fire_id}" for fire_id in fire_ids
     )
 
     published = []
     monkeypatch.setattr("runs_app.tasks.fire_batch.apply_async", lambda args, **kw: published.append(args[0]))
-    monkeypatch.setattr("gateways.get_gateway", lambda: Remote())
     now = dj_timezone.now()
-    scheduler.publish([(f"f{i}", now, "d") for i in range(3)], now)
-    assert published == [["f0"], ["f1"], ["f2"]]
-    monkeypatch.setattr("gateways.get_gateway", LocalGateway)
-    published.clear()
-    scheduler.publish([(f"f{i}", now, "d") for i in range(3)], now)
-    assert published == [["f0", "f1", "f2"]]
+    for gateway in (Remote, LocalGateway):
+        monkeypatch.setattr("gateways.get_gateway", gateway)
+        published.clear()
+        scheduler.publish([(f"f{i}", now, "d") for i in range(3)], now)
+        assert published == [["f0", "f1", "f2"]]

@@ -293,9 +293,9 @@ class CountingGateway(SessionGateway):
         self.count = 0
         self.transactional = inner.transactional
 
-    def create_session(self, request):
-        self.count += 1
-        return self.inner.create_session(request)
+    def create_sessions(self, requests):
+        self.count += len(requests)
+        return self.inner.create_sessions(requests)
 
 
 class FailingGateway(SessionGateway):
@@ -305,6 +305,6 @@ class FailingGateway(SessionGateway):
         self.exc = exc
         self.count = 0
 
-    def create_session(self, request) -> SessionOutcome:
-        self.count += 1
+    def create_sessions(self, requests) -> list[SessionOutcome]:
+        self.count += len(requests)
         raise self.exc

@@ -27,6 +27,7 @@ from deployments_app import schedule as cron
 from deployments_app import services
 from deployments_app.errors import DeploymentArchived
 from deployments_app.models import Deployment
+from gateways import get_gateway
 from runs_app.models import DeploymentRun
 
 UPCOMING = 5
@@ -159,16 +160,10 @@ class AgentFilter(admin.SimpleListFilter):
     LIMIT = 200
 
     def lookups(self, request, model_admin):
-        from platform_app.models import AgentVersion
-
         agent_ids = list(
             Deployment.objects.order_by("agent_id").values_list("agent_id", flat=True).distinct()[: self.LIMIT]
         )
-        names = {}
-        for agent_id, name in (
-            AgentVersion.objects.filter(agent_id__in=agent_ids).order_by("version").values_list("agent_id", "name")
-        ):
-            names[agent_id] = name  # the last (highest) version's name wins
+        names = get_gateway().agent_names(agent_ids)
         return [(agent_id, f"{names[agent_id]} ({agent_id})" if agent_id in names else agent_id) for agent_id in agent_ids]
 
     def queryset(self, request, queryset):

@@ -99,3 +99,8 @@ class SessionGateway:
         """One outcome per request, in order. Never raises for one request's failure: a platform
         that cannot be reached answers `SessionOutcome.unavailable` for the requests concerned."""
         raise NotImplementedError
+
+    def agent_names(self, agent_ids: list[str]) -> dict[str, str]:
+        """Display names of agents (their latest version's name) where this platform knows them
+        without a call per agent; the admin shows bare ids for the others."""
+        return {}

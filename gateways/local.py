@@ -30,6 +30,13 @@ class LocalGateway(SessionGateway):
             return ResolvedReferences()
         return ResolvedReferences(*_resolve_agent(**scope, agent=agent))
 
+    def agent_names(self, agent_ids: list[str]) -> dict[str, str]:
+        names = {}
+        rows = AgentVersion.objects.filter(agent_id__in=agent_ids).order_by("version").values_list("agent_id", "name")
+        for agent_id, name in rows:
+            names[agent_id] = name  # the last (highest) version's name wins
+        return names
+
     # --- sessions ---------------------------------------------------------------------------------
 
     def create_sessions(self, requests: list[SessionRequest]) -> list[SessionOutcome]:

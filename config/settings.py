@@ -258,6 +258,35 @@ UPSTREAM_MAX_IN_FLIGHT = env_int("UPSTREAM_MAX_IN_FLIGHT", 64)
 UPSTREAM_TIMEOUT_SECONDS = env_float("UPSTREAM_TIMEOUT_SECONDS", 10.0)
 UPSTREAM_CONNECT_TIMEOUT_SECONDS = env_float("UPSTREAM_CONNECT_TIMEOUT_SECONDS", 3.0)
 
+# --- Outgoing webhooks ---------------------------------------------------------------------
+# Deliveries run on a queue of their own, consumed by a worker of its own (`-Q webhooks -P threads`),
+# so a slow or dead endpoint never delays a fire.
+WEBHOOK_QUEUE = os.environ.get("WEBHOOK_QUEUE", "webhooks")
+WEBHOOK_WORKER_CONCURRENCY = env_int("WEBHOOK_WORKER_CONCURRENCY", 8)
+# Private, loopback and link-local targets are refused unless this is on (default: only with DEBUG).
+WEBHOOK_ALLOW_PRIVATE_TARGETS = env_bool("WEBHOOK_ALLOW_PRIVATE_TARGETS", DEBUG)
+WEBHOOK_CONNECT_TIMEOUT_SECONDS = env_float("WEBHOOK_CONNECT_TIMEOUT_SECONDS", 5.0)
+WEBHOOK_TIMEOUT_SECONDS = env_float("WEBHOOK_TIMEOUT_SECONDS", 15.0)
+WEBHOOK_RETRY_BASE_SECONDS = env_float("WEBHOOK_RETRY_BASE_SECONDS", 5.0)
+WEBHOOK_RETRY_MAX_INTERVAL_SECONDS = env_float("WEBHOOK_RETRY_MAX_INTERVAL_SECONDS", 3600.0)
+WEBHOOK_RETRY_FOR_SECONDS = env_float("WEBHOOK_RETRY_FOR_SECONDS", 86400.0)
+WEBHOOK_DISABLE_AFTER_SECONDS = env_float("WEBHOOK_DISABLE_AFTER_SECONDS", 3 * 86400.0)
+WEBHOOK_SECRET_ROTATION_GRACE_SECONDS = env_float("WEBHOOK_SECRET_ROTATION_GRACE_SECONDS", 86400.0)
+WEBHOOK_DELIVERY_BATCH_SIZE = env_int("WEBHOOK_DELIVERY_BATCH_SIZE", 50)
+WEBHOOK_DELIVERY_LEASE_SECONDS = env_float("WEBHOOK_DELIVERY_LEASE_SECONDS", 120.0)
+WEBHOOK_SWEEP_SECONDS = env_float("WEBHOOK_SWEEP_SECONDS", 2.0)
+WEBHOOK_REPUBLISH_GRACE_SECONDS = env_float("WEBHOOK_REPUBLISH_GRACE_SECONDS", 60.0)
+WEBHOOK_SUBSCRIPTION_CACHE_SECONDS = env_float("WEBHOOK_SUBSCRIPTION_CACHE_SECONDS", 1.0)
+WEBHOOK_RETENTION_DAYS = env_int("WEBHOOK_RETENTION_DAYS", 30)
+# Sent by the scheduler (celery beat): finds what doorbells and killed workers left behind.
+CELERY_BEAT_SCHEDULE = {
+    "webhooks.sweep": {
+        "task": "webhooks.sweep",
+        "schedule": WEBHOOK_SWEEP_SECONDS,
+        "options": {"queue": WEBHOOK_QUEUE, "expires": max(WEBHOOK_SWEEP_SECONDS * 5, 10.0)},
+    },
+}
+
 # --- Logging -----------------------------------------------------------------------------
 LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
 LOGGING = {

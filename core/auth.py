@@ -43,12 +43,13 @@ class Principal:
         return self.workspace.id
 
 
-def check_beta_header(request) -> None:
+def check_beta_header(request, required: str | None = None) -> None:
+    required = required or settings.REQUIRED_BETA
     raw = request.META.get("HTTP_ANTHROPIC_BETA", "")
     values = {part.strip() for part in raw.split(",") if part.strip()}
-    if settings.REQUIRED_BETA not in values:
+    if required not in values:
         raise InvalidRequest(
-            f"the anthropic-beta header must include {settings.REQUIRED_BETA}"
+            f"the anthropic-beta header must include {required}"
             + (f" (got {raw[:200]!r})" if raw else "")
         )
 
@@ -213,9 +214,13 @@ def resolve_principal(request) -> Principal:
 
 
 class ApiKeyAuthentication(BaseAuthentication):
+    def __init__(self, required_beta: str | None = None):
+        # The beta this route's requests must name (None: settings.REQUIRED_BETA).
+        self.required_beta = required_beta
+
     def authenticate(self, request):
         principal = resolve_principal(request)
-        check_beta_header(request)
+        check_beta_header(request, self.required_beta)
         return principal, principal.api_key
 
     def authenticate_header(self, request):

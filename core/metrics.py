@@ -67,8 +67,13 @@ GATEWAY_CALLS = Counter("sd_gateway_calls_total", "Session gateway calls, by gat
 
 # --- webhooks ------------------------------------------------------------------------------------
 WEBHOOK_DELIVERIES = Counter(
-    "sd_webhook_deliveries_total", "Outgoing webhook delivery attempts, by result (success, failure, timeout, gave_up)",
+    "sd_webhook_deliveries_total",
+    "Outgoing webhook delivery attempts, by result (success, failure, timeout, refused: the target is not allowed), "
+    "and deliveries given up after their retry window (gave_up)",
     ["result"],
+)
+WEBHOOKS_DISABLED = Counter(
+    "sd_webhooks_disabled_total", "Webhook endpoints disabled because every delivery failed for too long"
 )
 
 # --- HTTP ----------------------------------------------------------------------------------------

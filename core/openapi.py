@@ -29,6 +29,7 @@ from core.errors import STATUS_FOR_TYPE
 
 REF = "#/components/schemas/{model}"
 BETA = "managed-agents-2026-04-01"
+WEBHOOKS_BETA = "webhooks-2026-10-07"
 
 # --- parameters ---------------------------------------------------------------------------------------
 
@@ -88,9 +89,11 @@ class Operation:
     request_required: bool = True
     parameters: list = field(default_factory=list)
     description: str | None = None
+    beta: str = BETA  # the `anthropic-beta` value the route requires
 
 
 DEPLOYMENTS, RUNS = "Deployments", "Deployment runs"
+WEBHOOKS = "Webhooks"
 AGENTS, ENVIRONMENTS, VAULTS, SESSIONS = "Agents", "Environments", "Vaults", "Sessions"
 
 OPERATIONS: dict[tuple[str, str], Operation] = {
@@ -219,6 +222,37 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         }],
     ),
     ("GET", "/v1/sessions/{session_id}"): Operation("sessions_retrieve", SESSIONS, "Retrieve a session", "Session"),
+    # --- outgoing webhooks (the SDK's client.beta.organization.webhooks; beta webhooks-2026-10-07) ---
+    ("GET", "/v1/organizations/webhooks"): Operation(
+        "webhooks_list", WEBHOOKS, "List webhook endpoints", "WebhookEndpoint", many=True, beta=WEBHOOKS_BETA,
+        parameters=[
+            _query("after_id", STRING_ID, "Endpoints after this one in list order."),
+            _query("before_id", STRING_ID, "The first `limit` endpoints before this one in list order."),
+            _query("limit", {"type": "integer", "minimum": 0, "maximum": 100, "default": 20},
+                   "Page size, up to 100 (0 or absent: 20)."),
+            _query("order", {"type": "string", "enum": ["asc", "desc"], "default": "desc"}, "Sort by creation time."),
+        ],
+    ),
+    ("POST", "/v1/organizations/webhooks"): Operation(
+        "webhooks_create", WEBHOOKS, "Create a webhook endpoint", "NewWebhookEndpoint", request="WebhookCreateParams",
+        beta=WEBHOOKS_BETA, description="The response carries the signing secret; no other response does.",
+    ),
+    ("GET", "/v1/organizations/webhooks/{endpoint_id}"): Operation(
+        "webhooks_retrieve", WEBHOOKS, "Retrieve a webhook endpoint", "WebhookEndpoint", beta=WEBHOOKS_BETA,
+    ),
+    ("POST", "/v1/organizations/webhooks/{endpoint_id}"): Operation(
+        "webhooks_update", WEBHOOKS, "Update a webhook endpoint", "WebhookEndpoint", request="WebhookUpdateParams",
+        request_required=False, beta=WEBHOOKS_BETA,
+    ),
+    ("DELETE", "/v1/organizations/webhooks/{endpoint_id}"): Operation(
+        "webhooks_delete", WEBHOOKS, "Delete a webhook endpoint", "DeletedWebhookEndpoint", beta=WEBHOOKS_BETA,
+    ),
+    ("POST", "/v1/organizations/webhooks/{endpoint_id}/regenerate_signing_secret"): Operation(
+        "webhooks_regenerate_signing_secret", WEBHOOKS, "Regenerate a webhook endpoint's signing secret",
+        "WebhookSigningSecret", beta=WEBHOOKS_BETA,
+        description="The previous secret keeps signing deliveries too for a grace period "
+        "(WEBHOOK_SECRET_ROTATION_GRACE_SECONDS).",
+    ),
 }
 
 # --- schemas ------------------------------------------------------------------------------------------
@@ -231,6 +265,8 @@ def _sdk_types():
         environment_create_params, environment_update_params, session_create_params, vault_create_params,
         vault_update_params,
     )
+    from anthropic.types.beta import organization as org
+    from anthropic.types.beta.organization import webhook_create_params, webhook_update_params
 
     responses = {
         "Deployment": t.BetaManagedAgentsDeployment,
@@ -239,6 +275,10 @@ def _sdk_types():
         "Environment": t.BetaEnvironment,
         "Vault": t.BetaManagedAgentsVault,
         "Session": t.BetaManagedAgentsSession,
+        "WebhookEndpoint": org.BetaOrganizationWebhookEndpoint,
+        "NewWebhookEndpoint": org.BetaNewOrganizationWebhookEndpoint,
+        "DeletedWebhookEndpoint": org.BetaDeletedOrganizationWebhookEndpoint,
+        "WebhookSigningSecret": org.BetaOrganizationWebhookEndpointSigningSecret,
     }
     requests = {
         "DeploymentCreateParams": deployment_create_params.DeploymentCreateParams,
@@ -250,8 +290,25 @@ def _sdk_types():
         "VaultCreateParams": vault_create_params.VaultCreateParams,
         "VaultUpdateParams": vault_update_params.VaultUpdateParams,
         "SessionCreateParams": session_create_params.SessionCreateParams,
+        "WebhookCreateParams": webhook_create_params.WebhookCreateParams,
+        "WebhookUpdateParams": webhook_update_params.WebhookUpdateParams,
     }
     return responses, requests
+
+
+# Listed with the SDK's `SyncPage` (has_more, first_id, last_id), not our `next_page` cursor.
+_SYNC_PAGED = {"WebhookEndpoint"}
+_NOT_LISTED = {"NewWebhookEndpoint", "DeletedWebhookEndpoint", "WebhookSigningSecret"}
+# The SDK's Python types list other event names; it sends what it is given and parses what comes
+# back, so the schema names the events this service emits.
+_WEBHOOK_EVENT_FIELDS = ("WebhookEndpoint", "NewWebhookEndpoint", "WebhookCreateParams", "WebhookUpdateParams")
+
+
+def _our_event_types(components: dict) -> None:
+    from webhooks_app.events import EVENT_TYPES
+
+    for name in _WEBHOOK_EVENT_FIELDS:
+        components[name]["properties"]["enabled_events"]["items"] = {"type": "string", "enum": list(EVENT_TYPES)}
 
 
 # SDK params that travel as headers, not in the body.
@@ -361,7 +418,22 @@ def component_schemas() -> dict[str, dict]:
     for original, name in renames.items():
         text = text.replace(json.dumps(REF.format(model=original)), json.dumps(REF.format(model=name)))
     components = json.loads(text)
+    _our_event_types(components)
     for name in responses:
+        if name in _NOT_LISTED:
+            continue
+        if name in _SYNC_PAGED:
+            components[f"{name}Page"] = {
+                "type": "object",
+                "required": ["data", "has_more", "first_id", "last_id"],
+                "properties": {
+                    "data": {"type": "array", "items": {"$ref": REF.format(model=name)}},
+                    "has_more": {"type": "boolean"},
+                    "first_id": {"type": ["string", "null"]},
+                    "last_id": {"type": ["string", "null"]},
+                },
+            }
+            continue
         page = {
             "type": "object",
             "required": ["data", "next_page"],
@@ -474,6 +546,11 @@ class ApiAutoSchema(AutoSchema):
         parameters = {(p["name"], p["in"]): p for p in operation.get("parameters", [])}
         for parameter in [*(spec.parameters if spec else []), *COMMON_PARAMETERS]:
             parameters[(parameter["name"], parameter["in"])] = parameter
+        if spec is not None and spec.beta != BETA:
+            parameters[("anthropic-beta", "header")] = {
+                **parameters[("anthropic-beta", "header")], "schema": {"type": "string", "enum": [spec.beta], "default": spec.beta},
+                "description": f"Must include `{spec.beta}` (a comma-separated list of betas is accepted).",
+            }
         for key, parameter in parameters.items():
             if parameter["in"] == "path":
                 parameters[key] = {**parameter, "schema": {"type": "string", "minLength": 1}}

@@ -25,6 +25,8 @@ from deployments_app.models import Deployment
 from deployments_app.selectors import scheduled_deployment_count
 from deployments_app.serializers import MAX_METADATA_PAIRS, schedule_problem
 from gateways import get_gateway
+from webhooks_app import events as webhook_events
+from webhooks_app.services import events_record
 
 MANUAL_PAUSE = {"type": "manual"}
 # Write-only fields of each resource type: stored encrypted in `resource_secrets`, never returned.
@@ -101,6 +103,11 @@ def _lock(deployment: Deployment) -> None:
     deployment.refresh_from_db(from_queryset=Deployment.objects.select_for_update())
 
 
+def _announce(deployment: Deployment, event_type: str) -> None:
+    """The webhook event of this change, written in the change's own transaction (the outbox)."""
+    events_record(events=[(event_type, deployment.organization_id, deployment.workspace_id, deployment.pk)])
+
+
 # --- create / update -----------------------------------------------------------------------------------
 
 
@@ -153,6 +160,7 @@ def deployment_create(
         )
         deployment.next_fire_at = deployment_next_fire_at(deployment=deployment, after=timezone.now())
         deployment.save(force_insert=True)
+        _announce(deployment, webhook_events.DEPLOYMENT_CREATED)
     return deployment
 
 
@@ -217,6 +225,7 @@ def deployment_update(*, deployment: Deployment, data: dict) -> Deployment:
                 # Never backfilled: the new schedule starts with its first occurrence after now.
                 deployment.next_fire_at = deployment_next_fire_at(deployment=deployment, after=timezone.now())
         deployment.save()
+        _announce(deployment, webhook_events.DEPLOYMENT_UPDATED)
     return deployment
 
 
@@ -237,6 +246,7 @@ def deployment_pause(*, deployment: Deployment, reason: dict | None = None) -> D
         deployment.paused_reason = dict(reason) if reason is not None else dict(MANUAL_PAUSE)
         deployment.next_fire_at = None
         deployment.save(update_fields=["status", "paused_reason", "next_fire_at", "updated_at"])
+        _announce(deployment, webhook_events.DEPLOYMENT_PAUSED)
     return deployment
 
 
@@ -253,6 +263,7 @@ def deployment_unpause(*, deployment: Deployment) -> Deployment:
         deployment.paused_reason = None
         deployment.next_fire_at = deployment_next_fire_at(deployment=deployment, after=timezone.now())
         deployment.save(update_fields=["status", "paused_reason", "next_fire_at", "updated_at"])
+        _announce(deployment, webhook_events.DEPLOYMENT_UNPAUSED)
     return deployment
 
 
@@ -268,6 +279,7 @@ def deployment_archive(*, deployment: Deployment) -> Deployment:
         deployment.paused_reason = None
         deployment.next_fire_at = None
         deployment.save(update_fields=["archived_at", "status", "paused_reason", "next_fire_at", "updated_at"])
+        _announce(deployment, webhook_events.DEPLOYMENT_ARCHIVED)
     return deployment
 
 
@@ -275,19 +287,22 @@ def deployments_archive_for_agent(*, agent_id: str) -> int:
     """Archive every non-archived deployment of this agent (the agent is being archived, in the
     caller's transaction). Returns how many were archived."""
     with transaction.atomic():
-        ids = list(
+        rows = list(
             Deployment.objects.select_for_update()
             .filter(agent_id=agent_id, archived_at__isnull=True)
             .order_by("pk")
-            .values_list("pk", flat=True)
+            .values_list("pk", "organization_id", "workspace_id")
         )
-        if not ids:
+        if not rows:
             return 0
         now = timezone.now()
-        return Deployment.objects.filter(pk__in=ids).update(
+        archived = Deployment.objects.filter(pk__in=[pk for pk, _, _ in rows]).update(
             archived_at=now,
             status=Deployment.Status.ACTIVE,
             paused_reason=None,
             next_fire_at=None,
             updated_at=now,
         )
+        events_record(events=[(webhook_events.DEPLOYMENT_ARCHIVED, organization_id, workspace_id, pk)
+                              for pk, organization_id, workspace_id in rows])
+        return archived

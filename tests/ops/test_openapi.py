@@ -136,6 +136,8 @@ class Conformance:
         client = client or self.client
         if method == "get":
             response = client.get(path, **headers)
+        elif method == "delete":
+            response = client.delete(path, **headers)
         else:
             response = client.post(path, data if data is not None else None, format="json", **headers)
         assert response.status_code == status, (method, path, response.content[:500])
@@ -210,6 +212,17 @@ def test_real_responses_of_every_operation_match_the_schema(schema, tenant, othe
     check("post", "/v1/vaults/{vault_id}/archive", ids)
     check("post", "/v1/environments/{environment_id}/archive", ids)
     check("post", "/v1/agents/{agent_id}/archive", ids)
+
+    # Outgoing webhook endpoints, with their own beta header.
+    hooks = tenant.client(HTTP_ANTHROPIC_BETA="webhooks-2026-10-07")
+    endpoint = check("post", "/v1/organizations/webhooks", client=hooks,
+                     data={"url": "https://93.184.216.34/hooks", "enabled_events": ["deployment.paused"]})
+    ids["endpoint_id"] = endpoint["id"]
+    check("get", "/v1/organizations/webhooks", query="limit=5&order=asc", client=hooks)
+    check("get", "/v1/organizations/webhooks/{endpoint_id}", ids, client=hooks)
+    check("post", "/v1/organizations/webhooks/{endpoint_id}", ids, data={"state": "disabled"}, client=hooks)
+    check("post", "/v1/organizations/webhooks/{endpoint_id}/regenerate_signing_secret", ids, client=hooks)
+    check("delete", "/v1/organizations/webhooks/{endpoint_id}", ids, client=hooks)
 
     # The error envelope, for each documented error status.
     check("get", "/v1/deployments", query="limit=0", status=400)

@@ -1,5 +1,6 @@
 """`make run`: migrate, create the demo organization and key once, then run the web server, a
-Celery worker and the scheduler together in the foreground until Ctrl-C stops all of them.
+Celery worker, the scheduler and the webhooks worker together in the foreground until Ctrl-C stops
+all of them.
 
 SIGINT, SIGTERM and SIGHUP (a closed terminal) all stop the children and their own processes before
 runall exits. If runall is killed outright, Linux still takes the children down with it (parent-death
@@ -102,6 +103,10 @@ class Command(BaseCommand):
                        "--concurrency", str(concurrency), "--without-gossip", "--without-mingle"],
             "scheduler": [python, "-m", "celery", "-A", "config", "beat", "--loglevel", "INFO",
                           "--pidfile", ""],
+            # Outgoing webhooks on a queue and worker of their own: a slow endpoint never delays a fire.
+            "webhooks": [python, "-m", "celery", "-A", "config", "worker", "-Q", settings.WEBHOOK_QUEUE, "-P", "threads",
+                         "--concurrency", str(settings.WEBHOOK_WORKER_CONCURRENCY), "-n", "webhooks@%h",
+                         "--loglevel", "INFO", "--without-gossip", "--without-mingle"],
         }
         # Handlers go in before the first child starts, so no signal can leave a child behind.
         stop = StopRequest()

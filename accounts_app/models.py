@@ -16,9 +16,27 @@ class Organization(models.Model):
     )
     disabled_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Credentials for the remote Managed Agents platform (SESSION_GATEWAY=anthropic), written only
+    # through accounts_app.services and read through accounts_app.upstream. The key is stored as a
+    # Fernet token (core.crypto) and never shown again; its last characters are kept for display.
+    upstream_api_key_encrypted = models.TextField(blank=True, default="", editable=False)
+    upstream_api_key_last4 = models.CharField(max_length=4, blank=True, default="", editable=False)
+    upstream_base_url = models.CharField(
+        max_length=500, blank=True, default="", editable=False,
+        help_text="Base URL of the remote platform for this organization's key; empty: ANTHROPIC_BASE_URL, "
+                  "else https://api.anthropic.com.",
+    )
+    upstream_credentials_updated_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["name"]
+        constraints = [
+            # A base URL belongs to the organization's own key: there is none without one.
+            models.CheckConstraint(
+                condition=models.Q(upstream_base_url="") | ~models.Q(upstream_api_key_encrypted=""),
+                name="organization_upstream_base_url_needs_key",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -26,6 +44,10 @@ class Organization(models.Model):
     @property
     def is_disabled(self) -> bool:
         return self.disabled_at is not None
+
+    @property
+    def has_own_upstream_credentials(self) -> bool:
+        return bool(self.upstream_api_key_encrypted)
 
 
 class Workspace(models.Model):

@@ -3,9 +3,11 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularJSONAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from core import views as core_views
+from gateways.passthrough import platform_urlpatterns
 
 api_patterns = [
-    path("", include("platform_app.urls")),
+    # The built-in platform, or the remote one's API forwarded (SESSION_GATEWAY=anthropic).
+    path("", include(platform_urlpatterns("platform_app.urls"))),
     path("", include("deployments_app.urls")),
     path("", include("runs_app.urls")),
     path("", include("webhooks_app.urls")),

@@ -86,6 +86,40 @@ class Processes:
             "--pidfile=", "-s", str(LOG_DIR / f"{self.queue}-{name}.schedule"),
         ])
 
+    def start_web(self, name: str = "web", port: int = 8000, timeout: float = 60, **env) -> subprocess.Popen:
+        """A second live instance of this service (gunicorn, one worker with threads, the built-in
+        platform unless `env` says otherwise) on 127.0.0.1:`port`, sharing the test database;
+        returns once its /healthz answers."""
+        import urllib.error
+        import urllib.request
+
+        log_path = LOG_DIR / f"{self.queue}-{name}.log"
+        log = open(log_path, "ab")
+        process_env = {
+            **self.env, "SESSION_GATEWAY": "local", "GUNICORN_BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": "1",
+            **{k: str(v) for k, v in env.items()},
+        }
+        argv = [
+            sys.executable, "-m", "gunicorn", "-c", str(ROOT / "config" / "gunicorn.py"), "--worker-class", "gthread",
+            "--threads", "8", "--graceful-timeout", "5", "config.wsgi:application",
+        ]
+        proc = subprocess.Popen(argv, cwd=ROOT, env=process_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs[name] = proc
+        self.logs[name] = log_path
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, never a proxy
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited early:\n{self.log_text(name)[-3000:]}")
+            try:
+                with opener.open(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+                    if response.status == 200:
+                        return proc
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"{name} did not answer /healthz on port {port} within {timeout}s:\n{self.log_text(name)[-3000:]}")
+
     def signal(self, name: str, sig: int) -> None:
         proc = self.procs[name]
         if proc.poll() is None:

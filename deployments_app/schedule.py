@@ -33,6 +33,15 @@ a UTC instant fires when its local wall-clock time (in the schedule's time
 zone) matches the expression.  Consequently a local time that does not exist
 (spring-forward gap) does not fire at all, and a local time that happens
 twice (fall-back overlap) fires twice.
+
+Two options refine that, for :func:`next_fires` and :func:`dst_notes` alike
+(so every caller that previews or fires a schedule gets them from one place):
+
+* ``dst_fold``: what a local time that happens twice does.  ``"both"`` (the
+  default, the rule above) fires at both UTC instants, ``"first"`` only at the
+  earlier one, ``"last"`` only at the later one.  Skipped times never fire.
+* ``start_at`` / ``end_at``: an active window; no instant before ``start_at``
+  or after ``end_at`` fires (both bounds inclusive, either may be None).
 """
 
 from __future__ import annotations
@@ -58,6 +67,7 @@ zoneinfo.reset_tzpath(to=[])
 
 __all__ = [
     "MAX_EXPRESSION_LENGTH",
+    "DST_FOLDS",
     "CronSpec",
     "DstNote",
     "ScheduleError",
@@ -74,6 +84,9 @@ MAX_EXPRESSION_LENGTH = 256
 MAX_TIMEZONE_LENGTH = 64
 #: Most notes returned by :func:`dst_notes`.
 MAX_DST_NOTES = 200
+#: What a local time that happens twice (a fall-back overlap) does: fire at both UTC instants, the
+#: first only, or the last only.  The first is the default (the hosted API's literal rule).
+DST_FOLDS = ("both", "first", "last")
 
 UTC = dt_timezone.utc
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -558,17 +571,39 @@ def _check_after(after) -> int:
     return delta.days * _DAY + delta.seconds  # floor to the second
 
 
-def _iter_fires(spec: CronSpec, key: str, after_s: int):
+def _last_transition(key: str, t: int, span: int = 2 * _DAY):
+    """The last offset change at or before ``t`` and after ``t - span``, or None."""
+    found = None
+    for year in range(_utc_year(t - span), _utc_year(t) + 1):
+        for tr in _year_transitions(key, year):
+            if t - span < tr[0] <= t:
+                found = tr
+    return found
+
+
+def _iter_fires(spec: CronSpec, key: str, after_s: int, dst_fold: str = "both"):
     """Yield fire instants (POSIX seconds) strictly after ``after_s``, increasing.
 
     Walks the zone's constant-offset segments in UTC order; within a segment
     [lo, hi) with offset ``o`` the local wall times are exactly [lo+o, hi+o),
     so the matching walls ``w`` fire at ``w - o``.  Gaps are simply never
     produced by any segment; overlaps are produced by two segments.
+
+    A fall-back change at ``T`` from offset ``b`` to ``a < b`` makes the walls
+    [T+a, T+b) happen twice: at the end of the segment before ``T`` and again
+    at the start of the segment from ``T``.  ``dst_fold="first"`` drops them
+    from the later segment, ``"last"`` from the earlier one.  (Transitions are
+    days apart, so an overlap never spans more than these two segments; the
+    search starts inside one when ``after`` lies in its second pass.)
     """
     tz = _load_zone(key)
     lo = after_s + 1
     off = _offset(tz, lo)
+    repeats_below = None  # under "first": walls of this segment below it happened before
+    if dst_fold == "first":
+        tr = _last_transition(key, lo)
+        if tr is not None and tr[2] < tr[1]:
+            repeats_below = tr[0] + tr[1]
     last = lo
     while True:
         give_up = last + _GIVE_UP_AFTER
@@ -576,30 +611,74 @@ def _iter_fires(spec: CronSpec, key: str, after_s: int):
             return
         tr = _next_transition(key, lo, give_up)
         hi = tr[0] if tr is not None else give_up
-        for w in _walls(spec, lo + off, hi + off):
+        wall_lo, wall_hi = lo + off, hi + off
+        if repeats_below is not None:
+            wall_lo = max(wall_lo, repeats_below)
+        if dst_fold == "last" and tr is not None and tr[2] < tr[1]:
+            wall_hi = min(wall_hi, tr[0] + tr[2])  # these walls happen again after tr
+        for w in _walls(spec, wall_lo, wall_hi):
             last = w - off
             yield last
+        repeats_below = None
         if tr is None:
             if hi + off >= _year_start(9999):
                 return
             lo = hi
             continue
         lo, off = tr[0], tr[2]
+        if dst_fold == "first" and tr[2] < tr[1]:
+            repeats_below = tr[0] + tr[1]
+
+
+def _check_fold(dst_fold) -> str:
+    if dst_fold not in DST_FOLDS:
+        raise ValueError(f"dst_fold must be one of {', '.join(DST_FOLDS)}")
+    return dst_fold
+
+
+def _bound(name: str, value) -> datetime:
+    if not isinstance(value, datetime):
+        raise TypeError(f"{name} must be a datetime")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{name} must be a timezone-aware datetime")
+    return value
+
+
+def _ceil_seconds(value: datetime) -> int:
+    delta = value.astimezone(UTC).replace(tzinfo=None) - _EPOCH_NAIVE
+    return delta.days * _DAY + delta.seconds + (1 if delta.microseconds else 0)
+
+
+def _floor_seconds(value: datetime) -> int:
+    delta = value.astimezone(UTC).replace(tzinfo=None) - _EPOCH_NAIVE
+    return delta.days * _DAY + delta.seconds
 
 
 def _to_datetime(ts: int) -> datetime:
     return _EPOCH + timedelta(seconds=ts)
 
 
-def next_fires(expression: str, timezone: str, after: datetime, n: int = 5) -> list[datetime]:
+def next_fires(
+    expression: str,
+    timezone: str,
+    after: datetime,
+    n: int = 5,
+    *,
+    dst_fold: str = "both",
+    start_at: datetime | None = None,
+    end_at: datetime | None = None,
+) -> list[datetime]:
     """The next ``n`` fire instants strictly after aware ``after``.
 
     Returns aware UTC datetimes (``tzinfo=datetime.timezone.utc``), increasing.
     Literal wall-clock DST semantics: a local time inside a spring-forward gap
     never fires; a local time inside a fall-back overlap fires twice (once per
-    UTC instant).  Fewer than ``n`` results only when the schedule does not
-    fire for 10 years (or the search reaches the year 9999).  ``after`` must be
-    aware (naive -> ValueError) and in years 2-9980.
+    UTC instant) with ``dst_fold="both"``, at its first instant only with
+    ``"first"``, at its last only with ``"last"``.  With ``start_at`` /
+    ``end_at`` (aware, inclusive) only instants inside the window count.
+    Fewer than ``n`` results when the window ends, or when the schedule does
+    not fire for 10 years (or the search reaches the year 9999).  ``after``
+    must be aware (naive -> ValueError) and in years 2-9980.
 
     Instants are whole UTC minutes whenever the zone's offset is a whole number
     of minutes, i.e. for all modern dates; for historical local-mean-time
@@ -612,11 +691,18 @@ def next_fires(expression: str, timezone: str, after: datetime, n: int = 5) -> l
         raise TypeError("n must be an int")
     if n < 0:
         raise ValueError("n must be >= 0")
+    _check_fold(dst_fold)
     after_s = _check_after(after)
+    if start_at is not None:
+        # t >= start_at for a whole second t  <=>  t > ceil(start_at) - 1
+        after_s = max(after_s, _ceil_seconds(_bound("start_at", start_at)) - 1)
+    end_s = _floor_seconds(_bound("end_at", end_at)) if end_at is not None else None
     out = []
-    if n == 0:
+    if n == 0 or (end_s is not None and end_s <= after_s):
         return out
-    for u in _iter_fires(spec, timezone, after_s):
+    for u in _iter_fires(spec, timezone, after_s, dst_fold):
+        if end_s is not None and u > end_s:
+            break
         out.append(_to_datetime(u))
         if len(out) >= n:
             break
@@ -691,22 +777,49 @@ class DstNote:
     local_time: str  # "HH:MM"
     kind: str  # "skipped" | "repeated"
     instants: tuple  # () for skipped, (first, second) UTC datetimes for repeated
+    # The instants that fire, when a dst_fold other than "both" or a window was asked for (None
+    # otherwise: then a repeated time fires at both instants, a skipped one at none).
+    fires: tuple | None = field(default=None, compare=False)
 
     def as_dict(self) -> dict:
-        return {
+        data = {
             "date": self.date.isoformat(),
             "local_time": self.local_time,
             "kind": self.kind,
             "instants": [_iso_z(i) for i in self.instants],
         }
+        if self.fires is not None:
+            data["fires"] = [_iso_z(i) for i in self.fires]
+        return data
 
 
-def dst_notes(expression: str, timezone: str, after: datetime, days: int = 366) -> list[DstNote]:
+def _folded(instants: tuple, dst_fold: str) -> tuple:
+    if dst_fold == "first":
+        return instants[:1]
+    if dst_fold == "last":
+        return instants[1:]
+    return instants
+
+
+def dst_notes(
+    expression: str,
+    timezone: str,
+    after: datetime,
+    days: int = 366,
+    *,
+    dst_fold: str = "both",
+    start_at: datetime | None = None,
+    end_at: datetime | None = None,
+) -> list[DstNote]:
     """Matching local times in the next ``days`` days that DST skips or repeats.
 
     For each offset change of the zone in (after, after + days], the wall
     times in the gap (skipped) or overlap (repeated) that the schedule
-    matches.  At most :data:`MAX_DST_NOTES` notes, in time order.
+    matches.  When a ``dst_fold`` other than ``"both"`` or a window is given,
+    each note's ``fires`` are the instants that fire: none for a skipped time;
+    for a repeated one the first or the last per ``dst_fold`` (both with
+    ``"both"``), and only those inside the ``start_at``/``end_at`` window.
+    At most :data:`MAX_DST_NOTES` notes, in time order.
     """
     spec = parse(expression)
     _zone(timezone)
@@ -714,7 +827,16 @@ def dst_notes(expression: str, timezone: str, after: datetime, days: int = 366) 
         raise TypeError("days must be an int")
     if days < 0:
         raise ValueError("days must be >= 0")
+    _check_fold(dst_fold)
     after_s = _check_after(after)
+    lowest = _ceil_seconds(_bound("start_at", start_at)) if start_at is not None else None
+    highest = _floor_seconds(_bound("end_at", end_at)) if end_at is not None else None
+    refined = dst_fold != "both" or start_at is not None or end_at is not None
+
+    def inside(instant: datetime) -> bool:
+        seconds = _floor_seconds(instant)
+        return (lowest is None or seconds >= lowest) and (highest is None or seconds <= highest)
+
     end = after_s + min(days, 3660) * _DAY
     notes: list[DstNote] = []
     t = after_s
@@ -726,20 +848,15 @@ def dst_notes(expression: str, timezone: str, after: datetime, days: int = 366) 
         if now > before:  # spring forward: walls [T+before, T+now) do not exist
             for w in _walls(spec, T + before, T + now):
                 wall = _EPOCH_NAIVE + timedelta(seconds=w)
-                notes.append(DstNote(wall.date(), wall.strftime("%H:%M"), "skipped", ()))
+                notes.append(DstNote(wall.date(), wall.strftime("%H:%M"), "skipped", (), () if refined else None))
                 if len(notes) >= MAX_DST_NOTES:
                     break
         else:  # fall back: walls [T+now, T+before) happen twice
             for w in _walls(spec, T + now, T + before):
                 wall = _EPOCH_NAIVE + timedelta(seconds=w)
-                notes.append(
-                    DstNote(
-                        wall.date(),
-                        wall.strftime("%H:%M"),
-                        "repeated",
-                        (_to_datetime(w - before), _to_datetime(w - now)),
-                    )
-                )
+                instants = (_to_datetime(w - before), _to_datetime(w - now))
+                fires = tuple(i for i in _folded(instants, dst_fold) if inside(i)) if refined else None
+                notes.append(DstNote(wall.date(), wall.strftime("%H:%M"), "repeated", instants, fires))
                 if len(notes) >= MAX_DST_NOTES:
                     break
         t = T

@@ -388,3 +388,13 @@ def test_admin_refuses_clear_and_a_new_key_together(operator_client, organizatio
     assert "Either clear the credentials or set a new key, not both." in response.content.decode()
     assert OTHER_KEY not in response.content.decode()
     assert decrypt(raw_columns(organization.id)[0]) == KEY
+
+
+def test_admin_creates_an_organization_with_its_key(operator_client):
+    assert operator_client.get("/admin/accounts_app/organization/add/").status_code == 200
+    data = form_data(Organization(name="Initech"), new_upstream_api_key=KEY, new_upstream_base_url="https://up.example/")
+    response = operator_client.post("/admin/accounts_app/organization/add/", data, follow=True)
+    assert response.status_code == 200 and KEY not in response.content.decode()
+    organization = Organization.objects.get(name="Initech")
+    token, last4, base_url = raw_columns(organization.id)
+    assert decrypt(token) == KEY and last4 == "WXYZ" and base_url == "https://up.example"

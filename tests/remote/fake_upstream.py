@@ -65,13 +65,21 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _handle
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        # A client that went away mid-answer (the point of some tests): noted, not printed.
+        self.fake.errors.append(client_address)
+
+
 class FakeUpstream:
     def __init__(self):
         self.requests: list[Received] = []
+        self.errors: list = []
         self.lock = threading.Lock()
         self.answer = _default_answer
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.fake = self
         self.port = self._server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"

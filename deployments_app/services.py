@@ -283,13 +283,16 @@ def deployment_archive(*, deployment: Deployment) -> Deployment:
     return deployment
 
 
-def deployments_archive_for_agent(*, agent_id: str) -> int:
+def deployments_archive_for_agent(*, agent_id: str, organization_id: str | None = None) -> int:
     """Archive every non-archived deployment of this agent (the agent is being archived, in the
-    caller's transaction). Returns how many were archived."""
+    caller's transaction) — of its organization only, when given: another organization's
+    deployment naming the same id runs an agent of a remote platform, not this one. Returns how
+    many were archived."""
+    scope = {"organization_id": organization_id} if organization_id is not None else {}
     with transaction.atomic():
         rows = list(
             Deployment.objects.select_for_update()
-            .filter(agent_id=agent_id, archived_at__isnull=True)
+            .filter(agent_id=agent_id, archived_at__isnull=True, **scope)
             .order_by("pk")
             .values_list("pk", "organization_id", "workspace_id")
         )

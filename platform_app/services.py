@@ -210,7 +210,7 @@ def agent_archive(*, agent: Agent) -> Agent:
         if agent.archived_at is None:
             agent.archived_at = timezone.now()
             agent.save(update_fields=["archived_at", "updated_at"])
-        deployments_archive_for_agent(agent_id=agent.id)
+        deployments_archive_for_agent(agent_id=agent.id, organization_id=agent.organization_id)
     return agent
 
 

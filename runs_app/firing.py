@@ -32,6 +32,9 @@ from deployments_app.selectors import deployment_session_resources
 from deployments_app.services import deployment_archive, deployment_pause
 from gateways import GatewayUnavailable, SessionGateway, SessionOutcome, SessionRequest, get_gateway
 from runs_app.models import DeploymentRun, Fire
+from webhooks_app import events as webhook_events
+from webhooks_app.events import Event
+from webhooks_app.services import events_record
 
 logger = logging.getLogger("runs.firing")
 
@@ -241,6 +244,7 @@ def _record(jobs: list[_Job], skipped: list[tuple[ClaimedFire, str]]) -> list[_R
         )
     if runs:
         DeploymentRun.objects.bulk_create(runs)
+        events_record(events=[event for run in runs for event in _run_events(run)])
         Fire.objects.filter(pk__in=[run.fire_id for run in runs if run.fire_id]).update(
             status=Fire.Status.DONE, lease_expires_at=None, updated_at=now
         )
@@ -271,6 +275,15 @@ def _run_row(job: _Job) -> DeploymentRun:
         error_type=None if outcome.session_id else outcome.error_type,
         error_message=None if outcome.session_id else outcome.error_message,
         started_at=job.started_at,
+    )
+
+
+def _run_events(run: DeploymentRun) -> tuple[Event, Event]:
+    """A run is recorded with its outcome: it started, and its session was created or not."""
+    ending = webhook_events.DEPLOYMENT_RUN_SUCCEEDED if run.session_id else webhook_events.DEPLOYMENT_RUN_FAILED
+    return (
+        Event(webhook_events.DEPLOYMENT_RUN_STARTED, run.organization_id, run.workspace_id, run.id),
+        Event(ending, run.organization_id, run.workspace_id, run.id),
     )
 
 
@@ -420,7 +433,7 @@ def execute_fires(fire_ids: list[str], *, gateway: SessionGateway | None = None)
     3. Ask the gateway for every session at once, each with its fire's id as idempotency key — so
        a retry after a crash gets the same session, never a second one.
     4. In one transaction, under the deployments' and fires' locks: the runs (unique per fire),
-       the fires finished, `last_run_at`, and the outcome policy. With the built-in platform, step
+       their webhook events, the fires finished, `last_run_at`, and the outcome policy. With the built-in platform, step
        3 happens inside that transaction too.
 
     A batch whose transaction fails (a deadlock victim, a constraint) is finished as batches of

@@ -43,7 +43,7 @@ def test_agent_archive_is_one_transaction_with_the_deployments(tenant, make_agen
     agent = make_agent()
     deployment = _deployment(tenant, agent)
 
-    def fail(*, agent_id):
+    def fail(*, agent_id, organization_id):
         raise RuntimeError("deployments unavailable")
 
     monkeypatch.setattr(deployments_app.services, "deployments_archive_for_agent", fail)

@@ -25,12 +25,13 @@ The life of an event:
 import logging
 import os
 import random
+import threading
 import time
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -61,10 +62,19 @@ __all__ = ["Event", "events_record"]  # the part the rest of the service calls
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
+_last_event_id = 0
+_event_id_lock = threading.Lock()
+
+
 def _event_ids(count: int) -> list[str]:
-    """`evt_` + ULIDs, consecutive within one call (the monotonic-ULID rule), so ordering by id is
-    the order the caller gave."""
-    base = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big") >> 1
+    """`evt_` + ULIDs, increasing within a process (the monotonic-ULID rule: within one millisecond
+    the next one is the previous plus one), so ordering by id is the order events were recorded in
+    a process — within one call and across calls — and by millisecond across processes."""
+    global _last_event_id
+    with _event_id_lock:
+        base = max((time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big") >> 1,
+                   _last_event_id + 1)
+        _last_event_id = base + count - 1
     out = []
     for offset in range(count):
         value, chars = base + offset, []
@@ -277,33 +287,49 @@ def deliveries_attempt(*, endpoint_id: str, delivery_ids: list[int]) -> dict[str
         counts["failed"] = len(claimed)
         return counts
     signer = Signer(_signing_secrets(endpoint, now))
-    total_timeout = settings.WEBHOOK_TIMEOUT_SECONDS
-    budget = settings.WEBHOOK_DELIVERY_LEASE_SECONDS - total_timeout - 1.0
+    budget = settings.WEBHOOK_DELIVERY_LEASE_SECONDS - settings.WEBHOOK_TIMEOUT_SECONDS - 1.0
+    batch = transport.Batch()  # one DNS answer (checked) and a kept-alive connection for the batch
     attempted: list[tuple[WebhookDelivery, datetime, transport.Outcome]] = []
     released: list[WebhookDelivery] = []
     stopped_by_failure = False
     with log_context(organization_id=endpoint.organization_id):
-        for index, delivery in enumerate(claimed):
-            if index and time.monotonic() - started > budget:
-                released = claimed[index:]
-                break
-            body = _event_body(delivery.event)
-            headers = signer.headers(message_id=delivery.event_id, body=body, timestamp=int(time.time()))
-            attempt_started = timezone.now()
-            outcome = transport.post(
-                endpoint.url, body=body, headers=headers,
-                connect_timeout=settings.WEBHOOK_CONNECT_TIMEOUT_SECONDS, total_timeout=total_timeout,
-                excerpt_bytes=EXCERPT_BYTES, allow_private=settings.WEBHOOK_ALLOW_PRIVATE_TARGETS,
-            )
-            attempted.append((delivery, attempt_started, outcome))
-            metrics.WEBHOOK_DELIVERIES.labels(_result_label(outcome)).inc()
-            if not outcome.answered:
-                released = claimed[index + 1:]
-                stopped_by_failure = True
-                break
+        try:
+            for index, delivery in enumerate(claimed):
+                if index and time.monotonic() - started > budget:
+                    released = claimed[index:]
+                    break
+                attempt = _attempt(endpoint, delivery, signer, batch)
+                attempted.append(attempt)
+                if not attempt[2].answered:
+                    released = claimed[index + 1:]
+                    stopped_by_failure = True
+                    break
+        finally:
+            batch.close()
         summary = _record(endpoint, attempted, released, stopped_by_failure)
     counts.update(summary)
     return counts
+
+
+def _attempt(endpoint: WebhookEndpoint, delivery: WebhookDelivery, signer: Signer,
+             batch: transport.Batch) -> tuple[WebhookDelivery, datetime, transport.Outcome]:
+    """One signed POST of one delivery (signed now: `webhook-timestamp` is the attempt's)."""
+    body = _event_body(delivery.event)
+    headers = signer.headers(message_id=delivery.event_id, body=body, timestamp=int(time.time()))
+    attempt_started = timezone.now()
+    outcome = transport.post(
+        endpoint.url, body=body, headers=headers,
+        connect_timeout=settings.WEBHOOK_CONNECT_TIMEOUT_SECONDS, total_timeout=settings.WEBHOOK_TIMEOUT_SECONDS,
+        excerpt_bytes=EXCERPT_BYTES, allow_private=settings.WEBHOOK_ALLOW_PRIVATE_TARGETS, batch=batch,
+    )
+    metrics.WEBHOOK_DELIVERIES.labels(_result_label(outcome)).inc()
+    logger.log(
+        logging.INFO if outcome.succeeded else logging.WARNING, "webhook attempt: %s",
+        outcome.status if outcome.succeeded else outcome.error,
+        extra={"event_id": delivery.event_id, "delivery_id": delivery.pk, "endpoint_id": endpoint.pk,
+               "attempt": delivery.attempts + 1, "status_code": outcome.status, "duration_ms": outcome.duration_ms},
+    )
+    return delivery, attempt_started, outcome
 
 
 def _record(endpoint: WebhookEndpoint, attempted, released: list[WebhookDelivery],
@@ -357,12 +383,7 @@ def _record(endpoint: WebhookEndpoint, attempted, released: list[WebhookDelivery
         changed.append(delivery)
     with transaction.atomic():
         WebhookAttempt.objects.bulk_create(attempts)
-        WebhookDelivery.objects.bulk_update(
-            changed,
-            ["status", "attempts", "last_attempt_at", "last_status_code", "last_error", "lease_expires_at",
-             "delivered_at", "next_attempt_at", "published_at"],
-            batch_size=100,
-        )
+        _save_deliveries(changed)
         if succeeded:
             _endpoint_recovered(endpoint)
         elif failed:
@@ -370,6 +391,32 @@ def _record(endpoint: WebhookEndpoint, attempted, released: list[WebhookDelivery
     if released and not stopped_by_failure:
         deliveries_publish([(endpoint.pk, [delivery.pk for delivery in released])])
     return {"succeeded": succeeded, "failed": failed, "released": len(released)}
+
+
+_DELIVERY_STATE = (
+    ("status", "varchar"), ("attempts", "integer"), ("last_attempt_at", "timestamptz"),
+    ("last_status_code", "integer"), ("last_error", "text"), ("lease_expires_at", "timestamptz"),
+    ("delivered_at", "timestamptz"), ("next_attempt_at", "timestamptz"), ("published_at", "timestamptz"),
+)
+
+
+def _save_deliveries(rows: list[WebhookDelivery]) -> None:
+    """Each delivery's new state in one statement. On PostgreSQL an UPDATE … FROM unnest(…):
+    bulk_update's CASE WHEN per row and field cost ~7 ms of CPU per delivery (most of a batch)."""
+    if not rows:
+        return
+    if connection.vendor != "postgresql":
+        WebhookDelivery.objects.bulk_update(rows, [name for name, _ in _DELIVERY_STATE], batch_size=100)
+        return
+    table = WebhookDelivery._meta.db_table
+    assignments = ", ".join(f'"{name}" = v."{name}"' for name, _ in _DELIVERY_STATE)
+    arrays = ", ".join(f"%s::{kind}[]" for _, kind in (("id", "bigint"), *_DELIVERY_STATE))
+    columns = ", ".join(f'"{name}"' for name in ("id", *(name for name, _ in _DELIVERY_STATE)))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f'UPDATE "{table}" AS d SET {assignments} FROM unnest({arrays}) AS v({columns}) WHERE d."id" = v."id"',
+            [[row.pk for row in rows], *([getattr(row, name) for row in rows] for name, _ in _DELIVERY_STATE)],
+        )
 
 
 def _endpoint_recovered(endpoint: WebhookEndpoint) -> None:

@@ -176,7 +176,11 @@ def _lookup(host: str, port: int) -> list[str]:
 
 def resolve_within(host: str, port: int, timeout: float) -> list[str]:
     """`resolve` with a deadline: getaddrinfo itself has none (a dead resolver can take 10 s or
-    more). A lookup that outlives the deadline finishes in the background and is ignored."""
+    more). A lookup that outlives the deadline finishes in the background and is ignored. An IP
+    literal needs no lookup."""
+    literal = literal_address(host)
+    if literal is not None:
+        return [host if "%" in host else literal]
     global _pool
     if _pool is None:
         with _pool_lock:
@@ -225,9 +229,10 @@ def _connect(addresses: list[str], port: int, connect_timeout: float, deadline: 
     raise last_error
 
 
-def _exchange(sock, target: Target, body: bytes, headers: dict[str, str], deadline: float,
-              excerpt_bytes: int) -> tuple[int, bytes]:
-    conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEADER_BYTES)
+def _exchange(sock, conn: h11.Connection, target: Target, body: bytes, headers: dict[str, str], deadline: float,
+              excerpt_bytes: int) -> tuple[int, bytes, bool]:
+    """One request and its response on `conn`: (status, body excerpt, the connection can carry the
+    next request). Stops reading once the excerpt is full; a connection left mid-body is not reused."""
     request = h11.Request(
         method="POST",
         target=target.path,
@@ -236,7 +241,6 @@ def _exchange(sock, target: Target, body: bytes, headers: dict[str, str], deadli
             ("User-Agent", USER_AGENT),
             ("Content-Type", "application/json"),
             ("Content-Length", str(len(body))),
-            ("Connection", "close"),
             *headers.items(),
         ],
     )
@@ -244,6 +248,7 @@ def _exchange(sock, target: Target, body: bytes, headers: dict[str, str], deadli
     sock.sendall(conn.send(request) + conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage()))
     status: int | None = None
     excerpt = bytearray()
+    complete = False
     while True:
         event = conn.next_event()
         if event is h11.NEED_DATA:
@@ -251,42 +256,123 @@ def _exchange(sock, target: Target, body: bytes, headers: dict[str, str], deadli
             conn.receive_data(sock.recv(8192))
         elif isinstance(event, h11.Response):
             status = event.status_code
-            if excerpt_bytes <= 0:
-                break
         elif isinstance(event, h11.Data):
             excerpt += event.data[: excerpt_bytes - len(excerpt)]
             if len(excerpt) >= excerpt_bytes:
                 break
-        elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
+        elif isinstance(event, h11.EndOfMessage):
+            complete = True
+            break
+        elif isinstance(event, h11.ConnectionClosed):
             break
         # h11.InformationalResponse (100 Continue and the like): keep reading.
     if status is None:
         raise AttemptFailed("the connection closed before a response")
-    return status, bytes(excerpt)
+    reusable = complete and conn.our_state is h11.DONE and conn.their_state is h11.DONE
+    if reusable:
+        conn.start_next_cycle()
+    return status, bytes(excerpt), reusable
+
+
+class Batch:
+    """What the attempts of one batch to one endpoint share: each host is resolved (and checked)
+    once per batch, at delivery time, failures included; and a kept-alive connection to the checked
+    address is used again by the next attempt when the endpoint allows it."""
+
+    def __init__(self):
+        self._answers: dict[tuple[str, int], list[str] | AttemptFailed] = {}
+        self._idle: tuple[tuple, socket.socket, h11.Connection] | None = None
+
+    def lookup(self, host: str, port: int, timeout: float) -> list[str]:
+        key = (host, port)
+        if key not in self._answers:
+            try:
+                self._answers[key] = resolve_within(host, port, timeout)
+            except AttemptFailed as exc:
+                self._answers[key] = exc
+        answer = self._answers[key]
+        if isinstance(answer, AttemptFailed):
+            raise answer
+        return answer
+
+    def take(self, key: tuple):
+        idle, self._idle = self._idle, None
+        if idle is not None and idle[0] == key:
+            return idle[1], idle[2]
+        if idle is not None:
+            idle[1].close()
+        return None
+
+    def keep(self, key: tuple, sock: socket.socket, conn: h11.Connection) -> None:
+        self.close()
+        self._idle = (key, sock, conn)
+
+    def close(self) -> None:
+        if self._idle is not None:
+            self._idle[1].close()
+            self._idle = None
+
+
+def _open(target: Target, addresses: list[str], connect_timeout: float, deadline: float):
+    sock = _connect(addresses, target.port, connect_timeout, deadline)
+    try:
+        if target.scheme == "https":
+            sock.settimeout(_remaining(deadline))
+            sock = ssl.create_default_context().wrap_socket(sock, server_hostname=target.host)
+    except BaseException:
+        sock.close()
+        raise
+    return sock, h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEADER_BYTES)
+
+
+def _send(batch: Batch, target: Target, addresses: list[str], body: bytes, headers: dict[str, str],
+          connect_timeout: float, deadline: float, excerpt_bytes: int) -> tuple[int, bytes]:
+    key = (target.scheme, target.host, target.port, tuple(addresses))
+    kept = batch.take(key)
+    if kept is not None:
+        sock, conn = kept
+        try:
+            status, excerpt, reusable = _exchange(sock, conn, target, body, headers, deadline, excerpt_bytes)
+        except (OSError, AttemptFailed, h11.RemoteProtocolError):
+            # The endpoint closed its idle connection meanwhile: a fresh one below.
+            sock.close()
+        else:
+            if reusable:
+                batch.keep(key, sock, conn)
+            else:
+                sock.close()
+            return status, excerpt
+    sock, conn = _open(target, addresses, connect_timeout, deadline)
+    try:
+        status, excerpt, reusable = _exchange(sock, conn, target, body, headers, deadline, excerpt_bytes)
+    except BaseException:
+        sock.close()
+        raise
+    if reusable:
+        batch.keep(key, sock, conn)
+    else:
+        sock.close()
+    return status, excerpt
 
 
 def post(url: str, *, body: bytes, headers: dict[str, str], connect_timeout: float, total_timeout: float,
-         excerpt_bytes: int = 1024, allow_private: bool = False) -> Outcome:
-    """POST `body` to `url` once. Never raises for anything the network or the target does."""
+         excerpt_bytes: int = 1024, allow_private: bool = False, batch: Batch | None = None) -> Outcome:
+    """POST `body` to `url` once. Never raises for anything the network or the target does. Pass
+    the same `batch` to consecutive attempts to one endpoint (and close it after them)."""
     started = time.monotonic()
     deadline = started + total_timeout
+    own_batch = batch is None
+    batch = batch if batch is not None else Batch()
 
     def outcome(status=None, excerpt=b"", error=""):
         return Outcome(status, excerpt, error, round((time.monotonic() - started) * 1000, 3))
 
     try:
         target = parse_target(url)
-        addresses = resolve_within(target.host, target.port, _remaining(deadline))
+        addresses = batch.lookup(target.host, target.port, _remaining(deadline))
         if not allow_private:
             check_addresses(target.host, addresses)
-        sock = _connect(addresses, target.port, connect_timeout, deadline)
-        try:
-            if target.scheme == "https":
-                sock.settimeout(_remaining(deadline))
-                sock = ssl.create_default_context().wrap_socket(sock, server_hostname=target.host)
-            status, excerpt = _exchange(sock, target, body, headers, deadline, excerpt_bytes)
-        finally:
-            sock.close()
+        status, excerpt = _send(batch, target, addresses, body, headers, connect_timeout, deadline, excerpt_bytes)
     except TargetRefused as exc:
         return outcome(error=f"target refused: {exc}")
     except AttemptFailed as exc:
@@ -301,6 +387,9 @@ def post(url: str, *, body: bytes, headers: dict[str, str], connect_timeout: flo
         return outcome(error=f"invalid HTTP response: {str(exc)[:200]}")
     except OSError as exc:
         return outcome(error=f"connection error: {exc.strerror or type(exc).__name__}")
+    finally:
+        if own_batch:
+            batch.close()
     if 300 <= status < 400:
         return outcome(status, excerpt, f"redirect ({status}) not followed")
     if not 200 <= status < 300:

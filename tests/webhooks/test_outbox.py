@@ -149,3 +149,9 @@ def test_fan_out_makes_one_delivery_per_interested_endpoint(tenant, other_tenant
     assert foreign.pk not in {endpoint_id for endpoint_id, _ in groups}
     assert not WebhookEvent.objects.filter(fanned_out_at__isnull=True).exists()
     assert services.events_fan_out() == (0, [])
+
+
+def test_event_ids_increase_in_a_process_even_within_one_millisecond():
+    ids = [services._event_ids(1)[0] for _ in range(500)] + services._event_ids(100)
+    assert ids == sorted(ids)
+    assert len(set(ids)) == 600

@@ -2,11 +2,16 @@
 DATABASE_URL and CELERY_BROKER_URL at."""
 
 import pytest
+from django.core.servers.basehttp import ThreadedWSGIServer
 from rest_framework.test import APIClient
 
 from accounts_app.services import api_key_create, organization_get_or_create, workspace_get_or_create
 
 BETA = "managed-agents-2026-04-01"
+
+# The live server's listen backlog (socketserver's default is 5): tests that open 50 connections
+# at once must not see refused connections on a busy machine, as no production server would.
+ThreadedWSGIServer.request_queue_size = 128
 
 
 class Tenant:

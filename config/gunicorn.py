@@ -7,6 +7,11 @@ import os
 
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+# Threads, not sync workers: in remote mode a session's event stream is relayed for as long as it
+# lasts, and a sync worker would be killed by its 30 s timeout (and serve nobody else meanwhile).
+# Each thread may hold a database connection: workers × threads of them.
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 accesslog = None
 logconfig_dict = {
     "version": 1,

@@ -95,13 +95,21 @@ def deployment_session_resources(*, deployment: Deployment) -> list[dict]:
     return resources
 
 
-def schedule_preview(*, expression: str, timezone: str, now: datetime, count: int = 5) -> dict:
-    """What a schedule would do from `now`: its description, next fires and DST effects."""
+def schedule_preview(
+    *, expression: str, timezone: str, now: datetime, count: int = 5, dst_fold: str = "both",
+    start_at: datetime | None = None, end_at: datetime | None = None, max_runs: int | None = None,
+) -> dict:
+    """What a schedule would do from `now`: its description, next fires and DST effects — under
+    the DST fold policy, inside the window and within the run limit when they are given (each DST
+    note then also says which of its instants fire)."""
+    given = {"dst_fold": dst_fold if dst_fold != "both" else None, "start_at": start_at, "end_at": end_at}
+    options = {name: value for name, value in given.items() if value is not None}
+    upcoming = cron.next_fires(expression, timezone, now, count if max_runs is None else min(count, max_runs), **options)
     return {
         "valid": True,
         "expression": expression,
         "timezone": timezone,
         "description": cron.describe(expression),
-        "upcoming_runs_at": [iso(at) for at in cron.next_fires(expression, timezone, now, count)],
-        "dst_notes": [note.as_dict() for note in cron.dst_notes(expression, timezone, now)],
+        "upcoming_runs_at": [iso(at) for at in upcoming],
+        "dst_notes": [note.as_dict() for note in cron.dst_notes(expression, timezone, now, **options)],
     }

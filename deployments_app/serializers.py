@@ -43,6 +43,7 @@ MAX_INSTRUCTIONS_LENGTH = 4096
 MAX_OUTCOME_ITERATIONS = 20
 MAX_INT32 = 2**31 - 1
 UPCOMING_RUNS = 5
+MAX_PAUSE_AFTER_FAILURES = 1000
 
 IMAGE_MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 
@@ -158,6 +159,22 @@ class StrictIntegerField(serializers.IntegerField):
         if not self.min_value <= data <= self.max_value:
             self.fail("range", min_value=self.min_value, max_value=self.max_value)
         return data
+
+
+class Rfc3339Field(StrictCharField):
+    """An RFC 3339 timestamp with a time zone (`2026-05-09T00:00:00Z`), as an aware UTC datetime."""
+
+    default_error_messages = {"timestamp": "must be an RFC 3339 timestamp with a time zone, e.g. 2026-05-09T00:00:00Z"}
+
+    def to_internal_value(self, data):
+        # (No max_length: the validators run on the parsed value. rfc3339_or_none bounds the text.)
+        value = rfc3339_or_none(super().to_internal_value(data))
+        if value is None:
+            self.fail("timestamp")
+        return value
+
+    def to_representation(self, value):
+        return iso(value)
 
 
 class StrictSerializer(serializers.Serializer):
@@ -514,16 +531,39 @@ class BudgetInput(StrictSerializer):
 
 
 class ScheduleInput(StrictSerializer):
+    """The SDK's cron schedule, plus this service's optional extensions (README "Scheduling
+    policies"): an active window, a run limit and the DST fold policy. Absent = the hosted API's
+    behaviour."""
+
     type = StrictChoiceField(["cron"])
     expression = StrictCharField(allow_blank=True, max_length=cron.MAX_EXPRESSION_LENGTH)
     timezone = StrictCharField(allow_blank=True, max_length=cron.MAX_TIMEZONE_LENGTH)
+    start_at = Rfc3339Field(required=False, allow_null=True)
+    end_at = Rfc3339Field(required=False, allow_null=True)
+    max_runs = StrictIntegerField(min_value=1, max_value=MAX_INT32, required=False, allow_null=True)
+    dst_fold = StrictChoiceField(cron.DST_FOLDS, required=False)
 
     def validate(self, attrs):
         problem = schedule_problem(attrs["expression"], attrs["timezone"])
         if problem:
             field, message = problem
             raise ValidationError({field: [message]})
+        window_problem(attrs.get("start_at"), attrs.get("end_at"), prefix="schedule.")
         return attrs
+
+
+def window_problem(start_at: datetime | None, end_at: datetime | None, *, prefix: str = "") -> None:
+    if start_at is not None and end_at is not None and end_at <= start_at:
+        raise ValidationError({"end_at": [f"must be after {prefix}start_at"]})
+
+
+class PolicyInput(StrictSerializer):
+    """`policy`: what a fire does while the previous run's session is still running, and after how
+    many failed scheduled runs in a row the deployment pauses. Omitted keys take their defaults."""
+
+    overlap = StrictChoiceField(Deployment.Overlap.values, required=False)
+    pause_after_failures = StrictIntegerField(min_value=1, max_value=MAX_PAUSE_AFTER_FAILURES, required=False,
+                                              allow_null=True)
 
 
 def schedule_problem(expression: str, timezone_name: str) -> tuple[str, str] | None:
@@ -596,6 +636,7 @@ class DeploymentCreateInput(StrictSerializer):
     metadata = MetadataField(required=False, allow_null=True)
     budget = BudgetInput(required=False, allow_null=True)
     schedule = ScheduleInput(required=False, allow_null=True)
+    policy = PolicyInput(required=False, allow_null=True)
 
 
 _CANNOT_CLEAR = "cannot be cleared (omit it to keep the current value)"
@@ -616,20 +657,26 @@ class DeploymentUpdateInput(StrictSerializer):
     metadata = MetadataField(patch=True, required=False, allow_null=True)
     budget = BudgetInput(required=False, allow_null=True)
     schedule = ScheduleInput(required=False, allow_null=True)
+    policy = PolicyInput(required=False, allow_null=True)
 
 
 class SchedulePreviewInput(StrictSerializer):
-    """Body of `POST /v1/deployments/schedule_preview`."""
+    """Body of `POST /v1/deployments/schedule_preview` (the schedule extensions are optional)."""
 
     expression = StrictCharField(allow_blank=True, max_length=cron.MAX_EXPRESSION_LENGTH)
     timezone = StrictCharField(allow_blank=True, max_length=cron.MAX_TIMEZONE_LENGTH)
     count = StrictIntegerField(min_value=1, max_value=20, required=False)
+    start_at = Rfc3339Field(required=False, allow_null=True)
+    end_at = Rfc3339Field(required=False, allow_null=True)
+    max_runs = StrictIntegerField(min_value=1, max_value=MAX_INT32, required=False, allow_null=True)
+    dst_fold = StrictChoiceField(cron.DST_FOLDS, required=False)
 
     def validate(self, attrs):
         problem = schedule_problem(attrs["expression"], attrs["timezone"])
         if problem:
             field, message = problem
             raise ValidationError({field: [message]})
+        window_problem(attrs.get("start_at"), attrs.get("end_at"))
         return attrs
 
 
@@ -637,27 +684,29 @@ class SchedulePreviewInput(StrictSerializer):
 
 
 class UpcomingRuns:
-    """`upcoming_runs_at` of a schedule, memoized per (expression, time zone).
+    """`upcoming_runs_at` of a schedule, memoized per (expression, time zone, engine options).
 
     The next fires strictly after `now` are the same for every `now` from the instant they were
     computed after up to (not including) the first of them, so one computation serves every
     deployment sharing a schedule — a page of 100 usually computes a handful — and every request
-    until that first fire. Only full answers are kept (fewer than asked means the search gave up,
-    and a later start could find more). Bounded: the memo is emptied when it is full.
+    until that first fire. Only full answers are kept (fewer than asked means the search gave up
+    or the window ends, and a later start could find more). Bounded: the memo is emptied when it
+    is full.
     """
 
     MAX_ENTRIES = 4096
 
     def __init__(self, count: int):
         self.count = count
-        self._memo: dict[tuple[str, str], tuple[datetime, datetime, list[str]]] = {}
+        self._memo: dict[tuple, tuple[datetime, datetime, list[str]]] = {}
 
-    def __call__(self, expression: str, timezone_name: str, now: datetime) -> list[str]:
-        key = (expression, timezone_name)
+    def __call__(self, expression: str, timezone_name: str, now: datetime, **options) -> list[str]:
+        """`options`: the engine's (`dst_fold`, `start_at`, `end_at`), as `Deployment.schedule_options`."""
+        key = (expression, timezone_name, *sorted(options.items()))
         memo = self._memo.get(key)
         if memo is not None and memo[0] <= now < memo[1]:
             return list(memo[2])
-        fires = cron.next_fires(expression, timezone_name, now, self.count)
+        fires = cron.next_fires(expression, timezone_name, now, self.count, **options)
         shown = [iso(at) for at in fires]
         if len(fires) == self.count:
             if len(self._memo) >= self.MAX_ENTRIES:
@@ -670,18 +719,33 @@ upcoming_runs = UpcomingRuns(UPCOMING_RUNS)
 
 
 def schedule_to_dict(deployment: Deployment, *, now: datetime) -> dict | None:
+    """The SDK's cron schedule; with any extension set, also the window, the run limit (and the
+    runs left under it, when set) and the DST fold policy. `upcoming_runs_at` obeys all of them.
+    A schedule without extensions is exactly the hosted API's."""
     if not deployment.has_schedule:
         return None
     upcoming = []
-    if not deployment.is_archived:
-        upcoming = upcoming_runs(deployment.schedule_expression, deployment.schedule_timezone, now)
-    return {
+    remaining = deployment.runs_remaining
+    if not deployment.is_archived and remaining != 0:
+        upcoming = upcoming_runs(deployment.schedule_expression, deployment.schedule_timezone, now,
+                                 **deployment.schedule_options)
+        if remaining is not None:
+            upcoming = upcoming[:remaining]
+    data = {
         "type": "cron",
         "expression": deployment.schedule_expression,
         "timezone": deployment.schedule_timezone,
         "last_run_at": iso(deployment.last_run_at),
         "upcoming_runs_at": upcoming,
     }
+    if deployment.has_schedule_extensions:
+        data["start_at"] = iso(deployment.schedule_start_at)
+        data["end_at"] = iso(deployment.schedule_end_at)
+        data["max_runs"] = deployment.schedule_max_runs
+        data["dst_fold"] = deployment.schedule_dst_fold
+        if remaining is not None:
+            data["runs_remaining"] = remaining
+    return data
 
 
 def deployment_to_dict(deployment: Deployment, *, now: datetime | None = None) -> dict:
@@ -710,6 +774,8 @@ def deployment_to_dict(deployment: Deployment, *, now: datetime | None = None) -
     }
     if deployment.budget is not None:
         data["budget"] = deployment.budget
+    if deployment.has_policy:
+        data["policy"] = deployment.policy  # absent with the defaults, as the hosted API's object
     return data
 
 
@@ -719,18 +785,24 @@ _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]
 LIST_STATUSES = ("active", "paused")
 
 
+def rfc3339_or_none(raw) -> datetime | None:
+    """An RFC 3339 timestamp with a time zone as an aware UTC datetime, or None when it is not one."""
+    if not isinstance(raw, str) or len(raw) > 64 or not _RFC3339.fullmatch(raw):
+        return None
+    try:
+        value = datetime.fromisoformat(raw[:-1] + "+00:00" if raw[-1] in "Zz" else raw)
+        return value.astimezone(dt_timezone.utc)  # PostgreSQL accepts offsets only up to ±15:59
+    except (ValueError, OverflowError):
+        return None
+
+
 def parse_rfc3339(name: str, raw: str) -> datetime:
     # A "+" in an unencoded query string arrives as a space: "…T00:00:00 00:00".
     if re.fullmatch(r".*T\d{2}:\d{2}:\d{2}(\.\d+)? \d{2}:\d{2}", raw or ""):
         raw = raw[: raw.rindex(" ")] + "+" + raw[raw.rindex(" ") + 1 :]
-    problem = f"{name}: must be an RFC 3339 timestamp with a time zone, e.g. 2026-05-09T00:00:00Z"
-    if not isinstance(raw, str) or len(raw) > 64 or not _RFC3339.fullmatch(raw):
-        raise InvalidRequest(problem)
-    try:
-        value = datetime.fromisoformat(raw[:-1] + "+00:00" if raw[-1] in "Zz" else raw)
-        value = value.astimezone(dt_timezone.utc)  # PostgreSQL accepts offsets only up to ±15:59
-    except (ValueError, OverflowError):
-        raise InvalidRequest(problem)
+    value = rfc3339_or_none(raw)
+    if value is None:
+        raise InvalidRequest(f"{name}: must be an RFC 3339 timestamp with a time zone, e.g. 2026-05-09T00:00:00Z")
     return value
 
 

@@ -38,10 +38,12 @@ WRITE_ONLY_RESOURCE_FIELDS = {"github_repository": ("authorization_token",)}
 
 def deployment_next_fire_at(*, deployment: Deployment, after: datetime) -> datetime | None:
     """The next nominal fire instant strictly after `after`, or None when the deployment should
-    not fire (manual-only, paused or archived). The scheduler advances with the same rule."""
-    if not deployment.should_fire:
+    not fire (manual-only, paused, archived, past its window or out of runs). The scheduler
+    advances with the same rule (the engine's window and DST fold options)."""
+    if not deployment.should_fire or deployment.runs_remaining == 0:
         return None
-    fires = cron.next_fires(deployment.schedule_expression, deployment.schedule_timezone, after, 1)
+    fires = cron.next_fires(deployment.schedule_expression, deployment.schedule_timezone, after, 1,
+                            **deployment.schedule_options)
     return fires[0] if fires else None
 
 
@@ -72,6 +74,38 @@ def _check_schedule(schedule: dict) -> tuple[str, str]:
         field, message = problem
         raise ScheduleInvalid(f"schedule.{field}: {message}")
     return schedule["expression"], schedule["timezone"]
+
+
+def _schedule_columns(schedule: dict | None) -> dict:
+    """The Deployment columns of a `schedule` (None: manual-only), checked: the cron fields, then
+    the extensions (absent = the hosted API's behaviour)."""
+    if schedule is None:
+        return {"schedule_expression": None, "schedule_timezone": None, "schedule_start_at": None,
+                "schedule_end_at": None, "schedule_max_runs": None, "schedule_dst_fold": Deployment.DstFold.BOTH}
+    expression, tz = _check_schedule(schedule)
+    start_at, end_at = schedule.get("start_at"), schedule.get("end_at")
+    if start_at is not None and end_at is not None and end_at <= start_at:
+        raise InvalidRequest("schedule.end_at: must be after schedule.start_at")
+    max_runs = schedule.get("max_runs")
+    if max_runs is not None and (isinstance(max_runs, bool) or not isinstance(max_runs, int) or max_runs < 1):
+        raise InvalidRequest("schedule.max_runs: must be an integer of at least 1, or null")
+    dst_fold = schedule.get("dst_fold") or Deployment.DstFold.BOTH
+    if dst_fold not in Deployment.DstFold.values:
+        raise InvalidRequest(f"schedule.dst_fold: must be one of: {', '.join(Deployment.DstFold.values)}")
+    return {"schedule_expression": expression, "schedule_timezone": tz, "schedule_start_at": start_at,
+            "schedule_end_at": end_at, "schedule_max_runs": max_runs, "schedule_dst_fold": dst_fold}
+
+
+def _policy_columns(policy: dict | None) -> dict:
+    """The Deployment columns of a `policy` (None or omitted keys: the defaults)."""
+    policy = policy or {}
+    overlap = policy.get("overlap") or Deployment.Overlap.ALLOW
+    if overlap not in Deployment.Overlap.values:
+        raise InvalidRequest(f"policy.overlap: must be one of: {', '.join(Deployment.Overlap.values)}")
+    threshold = policy.get("pause_after_failures")
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1):
+        raise InvalidRequest("policy.pause_after_failures: must be an integer of at least 1, or null")
+    return {"policy_overlap": overlap, "policy_pause_after_failures": threshold}
 
 
 def _check_metadata_size(metadata: dict) -> None:
@@ -125,12 +159,17 @@ def deployment_create(
     metadata: dict | None = None,
     budget: dict | None = None,
     schedule: dict | None = None,
+    policy: dict | None = None,
 ) -> Deployment:
     """Create a deployment. `agent` is an id (pins its latest version now) or
-    {"id", "version"}; `schedule` is {"expression", "timezone"} or None for manual-only."""
+    {"id", "version"}; `schedule` is {"expression", "timezone"} (with the optional `start_at`,
+    `end_at`, `max_runs`, `dst_fold`) or None for manual-only; `policy` is {"overlap",
+    "pause_after_failures"}, either optional."""
     metadata = dict(metadata or {})
     _check_metadata_size(metadata)
-    expression, tz = _check_schedule(schedule) if schedule is not None else (None, None)
+    schedule_columns = _schedule_columns(schedule)
+    policy_columns = _policy_columns(policy)
+    expression = schedule_columns["schedule_expression"]
     stored_resources, secrets = _split_secrets(resources or [])
     with transaction.atomic():
         pinned = get_gateway().resolve_references(
@@ -153,8 +192,8 @@ def deployment_create(
             vault_ids=list(vault_ids or []),
             metadata=metadata,
             budget=budget,
-            schedule_expression=expression,
-            schedule_timezone=tz,
+            **schedule_columns,
+            **policy_columns,
             status=Deployment.Status.ACTIVE,
             jitter_fraction=random.random(),
         )
@@ -171,13 +210,15 @@ def deployment_update(*, deployment: Deployment, data: dict) -> Deployment:
     `vault_ids` and `schedule` are full replacements (null resources/vault_ids clear them, null
     schedule makes the deployment manual-only); `metadata` is a patch where null deletes a key;
     `description` "" or null clears; `budget` null clears. A schedule change takes effect from the
-    next occurrence after now. Archived deployments cannot be updated.
+    next occurrence after now. `policy` is a full replacement too (null: the defaults). Changing
+    `schedule.max_runs` or `policy.pause_after_failures` starts its count again. Archived
+    deployments cannot be updated.
     """
     if deployment.is_archived:
         raise DeploymentArchived(deployment.pk)
-    new_schedule = None
-    if data.get("schedule") is not None:
-        new_schedule = _check_schedule(data["schedule"])
+    schedule_columns = _schedule_columns(data["schedule"]) if "schedule" in data else None
+    new_schedule = schedule_columns if schedule_columns and schedule_columns["schedule_expression"] else None
+    policy_columns = _policy_columns(data["policy"]) if "policy" in data else None
     stored_resources = secrets = None
     if "resources" in data:
         stored_resources, secrets = _split_secrets(data["resources"] or [])
@@ -218,12 +259,22 @@ def deployment_update(*, deployment: Deployment, data: dict) -> Deployment:
             deployment.metadata = metadata
         if "budget" in data:
             deployment.budget = data["budget"]
-        if "schedule" in data:
-            old_schedule = (deployment.schedule_expression, deployment.schedule_timezone)
-            deployment.schedule_expression, deployment.schedule_timezone = new_schedule or (None, None)
-            if (deployment.schedule_expression, deployment.schedule_timezone) != old_schedule:
+        if schedule_columns is not None:
+            fires_by = ("schedule_expression", "schedule_timezone", "schedule_start_at", "schedule_end_at",
+                        "schedule_dst_fold")
+            old_schedule = tuple(getattr(deployment, name) for name in fires_by)
+            if schedule_columns["schedule_max_runs"] != deployment.schedule_max_runs:
+                deployment.runs_counted = 0
+            for name, value in schedule_columns.items():
+                setattr(deployment, name, value)
+            if tuple(getattr(deployment, name) for name in fires_by) != old_schedule:
                 # Never backfilled: the new schedule starts with its first occurrence after now.
                 deployment.next_fire_at = deployment_next_fire_at(deployment=deployment, after=timezone.now())
+        if policy_columns is not None:
+            if policy_columns["policy_pause_after_failures"] != deployment.policy_pause_after_failures:
+                deployment.consecutive_failures = 0
+            for name, value in policy_columns.items():
+                setattr(deployment, name, value)
         deployment.save()
         _announce(deployment, webhook_events.DEPLOYMENT_UPDATED)
     return deployment
@@ -262,7 +313,12 @@ def deployment_unpause(*, deployment: Deployment) -> Deployment:
         deployment.status = Deployment.Status.ACTIVE
         deployment.paused_reason = None
         deployment.next_fire_at = deployment_next_fire_at(deployment=deployment, after=timezone.now())
-        deployment.save(update_fields=["status", "paused_reason", "next_fire_at", "updated_at"])
+        fields = ["status", "paused_reason", "next_fire_at", "updated_at"]
+        if deployment.consecutive_failures:
+            # A person resumed it: failures before the pause no longer count toward the next one.
+            deployment.consecutive_failures = 0
+            fields.append("consecutive_failures")
+        deployment.save(update_fields=fields)
         _announce(deployment, webhook_events.DEPLOYMENT_UNPAUSED)
     return deployment
 

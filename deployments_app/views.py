@@ -132,13 +132,14 @@ class SchedulePreviewView(APIView):
         year, a matching local time that a daylight-saving change skips (no fire that day) or
         repeats (two fires, one per UTC instant).
 
+        The schedule extensions of a deployment may be previewed too: `dst_fold` (`both`, `first`,
+        `last`), `start_at` / `end_at` (RFC 3339, the active window) and `max_runs`; with a
+        `dst_fold` or a window, each DST note also carries `fires`, the instants that fire.
+
         An invalid schedule is a 400 `invalid_request_error` whose message names the field:
         `expression: <why>` or `timezone: <why>`.
         """
         serializer = SchedulePreviewInput(data=request.data)
         serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
-        preview = selectors.schedule_preview(
-            expression=data["expression"], timezone=data["timezone"], now=timezone.now(), count=data.get("count", 5)
-        )
+        preview = selectors.schedule_preview(now=timezone.now(), **serializer.validated_data)
         return Response(preview)

@@ -17,7 +17,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = Path(os.environ.get("VAR_DIR", BASE_DIR / "var"))
+VAR_DIR = Path(os.environ.get("VAR_DIR", BASE_DIR / "var")).resolve()
 
 
 def env_bool(name: str, default: bool = False) -> bool:
@@ -244,6 +244,9 @@ FIRE_BATCH_SIZE = env_int("FIRE_BATCH_SIZE", 50)
 FIRE_BATCH_WINDOW_SECONDS = env_float("FIRE_BATCH_WINDOW_SECONDS", 0.1)
 FIRE_RECOVERY_GRACE_SECONDS = env_int("FIRE_RECOVERY_GRACE_SECONDS", 15)
 ORG_SCHEDULED_DEPLOYMENT_LIMIT = env_int("ORG_SCHEDULED_DEPLOYMENT_LIMIT", 1000)
+# POST /v1/deployments/{id}/backfill: the longest time range and the most occurrences per request.
+BACKFILL_MAX_RANGE_DAYS = env_int("BACKFILL_MAX_RANGE_DAYS", 31)
+BACKFILL_MAX_RUNS = env_int("BACKFILL_MAX_RUNS", 100)
 
 # --- Session gateway ---------------------------------------------------------------------
 SESSION_GATEWAY = os.environ.get("SESSION_GATEWAY", "local")

@@ -18,8 +18,9 @@ import anthropic
 import httpx2
 from django.conf import settings
 
+from accounts_app.upstream import PUBLIC_API, upstream_credentials_for
 from core.errors import shorten
-from gateways.base import ResolvedReferences, SessionGateway, SessionOutcome, SessionRequest
+from gateways.base import GatewayUnavailable, ResolvedReferences, SessionGateway, SessionOutcome, SessionRequest
 from gateways.errors import (
     ReferenceArchived,
     ReferenceNotFound,
@@ -30,7 +31,6 @@ from gateways.errors import (
 
 logger = logging.getLogger("gateways.anthropic")
 
-DEFAULT_BASE_URL = "https://api.anthropic.com"
 _UNREACHABLE = (anthropic.APIConnectionError, anthropic.APITimeoutError)  # APITimeoutError is one too
 
 
@@ -113,17 +113,15 @@ class AnthropicGateway(SessionGateway):
         """The organization's credentials and client; UpstreamCredentialsRefused when it has none."""
         if self._fixed is not None:
             (api_key, base_url), source = self._fixed, "fixed"
+            base_url = base_url or PUBLIC_API
         else:
-            from accounts_app.upstream import upstream_credentials_for
-
             credentials = upstream_credentials_for(organization_id=organization_id)
             if credentials is None:
                 raise UpstreamCredentialsRefused(
                     "the organization has no upstream credentials for the Managed Agents platform: "
                     "set them with `manage.py set_upstream_credentials` or in the admin"
                 )
-            api_key, base_url, source = credentials.api_key, credentials.base_url, credentials.source
-        base_url = base_url or DEFAULT_BASE_URL
+            api_key, base_url, source = credentials.api_key, credentials.url, credentials.source
         key = (api_key, base_url)
         self._fresh()
         client = self._clients.get(key)
@@ -190,12 +188,81 @@ class AnthropicGateway(SessionGateway):
         return [future if isinstance(future, SessionOutcome) else future.result() for future in futures]
 
 
+    # --- the previous run's session (a deployment's overlap policy) -------------------------------
+
+    def session_states(self, *, organization_id: str, session_ids: list[str]) -> dict[str, str | None]:
+        """One `sessions.retrieve` per session, in flight together."""
+        upstream = self.upstream(organization_id)
+        futures = {session_id: self.pool.submit(_session_state, upstream, session_id) for session_id in session_ids}
+        return _gathered(upstream, futures)
+
+    def sessions_stop(self, *, organization_id: str, session_ids: list[str]) -> dict[str, str | None]:
+        """A `user.interrupt` event, then `sessions.archive`, per session, in flight together."""
+        upstream = self.upstream(organization_id)
+        futures = {session_id: self.pool.submit(_stop_session, upstream, session_id) for session_id in session_ids}
+        return _gathered(upstream, futures)
+
+
+def _gathered(upstream: "_Upstream", futures: dict) -> dict:
+    """Each future's answer; the platform's being unreachable (or refusing the credentials) for
+    any of them is raised for all, as the caller cannot act on half an answer."""
+    results, unavailable = {}, None
+    for session_id, future in futures.items():
+        try:
+            results[session_id] = future.result()
+        except anthropic.APIError as exc:
+            if _is_credentials_refusal(exc):
+                raise UpstreamCredentialsRefused(upstream.credentials_message(exc)) from exc
+            if not _is_unavailable(exc):
+                raise
+            unavailable = exc
+    if unavailable is not None:
+        raise GatewayUnavailable(f"{upstream.host}: {type(unavailable).__name__}: {_message(unavailable)}")
+    return results
+
+
+def _session_state(upstream: "_Upstream", session_id: str) -> str | None:
+    try:
+        response = upstream.client.beta.sessions.with_raw_response.retrieve(session_id)
+    except (anthropic.NotFoundError, anthropic.BadRequestError):
+        return None
+    body = response.json()
+    status = body.get("status") if isinstance(body, dict) else None
+    return status if isinstance(status, str) else None
+
+
+def _stop_session(upstream: "_Upstream", session_id: str) -> str | None:
+    """None once the session no longer runs. The interrupt is what stops it; the archive that
+    follows only tidies up, so its refusal is logged, not reported."""
+    sessions = upstream.client.beta.sessions
+    try:
+        sessions.events.send(session_id, events=[{"type": "user.interrupt"}])
+    except anthropic.NotFoundError:
+        return None
+    except anthropic.APIStatusError as exc:
+        if _is_unavailable(exc) or _is_credentials_refusal(exc):
+            raise
+        return f"the platform refused to interrupt session {session_id} ({exc.status_code}): {_message(exc)}"
+    try:
+        sessions.with_raw_response.archive(session_id)
+    except anthropic.NotFoundError:
+        pass
+    except anthropic.APIStatusError as exc:
+        if _is_unavailable(exc) or _is_credentials_refusal(exc):
+            raise
+        logger.warning("session %s interrupted but not archived (%s): %s", session_id, exc.status_code, _message(exc))
+    return None
+
+
 # --- one session -----------------------------------------------------------------------------------
 
 
 def _create_session(upstream: _Upstream, request: SessionRequest, lookups: "_Lookups") -> SessionOutcome:
     try:
-        session = upstream.client.beta.sessions.create(
+        # The raw answer: a run keeps only the session's id, and building the SDK's whole session
+        # model for it was about a third of the call's CPU (docs/benchmarks.md, remote fire burst).
+        # Error statuses still raise the SDK's typed errors.
+        response = upstream.client.beta.sessions.with_raw_response.create(
             agent={"type": "agent", "id": request.agent_id, "version": request.agent_version},
             environment_id=request.environment_id,
             initial_events=request.initial_events,
@@ -206,6 +273,7 @@ def _create_session(upstream: _Upstream, request: SessionRequest, lookups: "_Loo
             **({"budget": request.budget} if request.budget else {}),
             extra_headers={"Idempotency-Key": request.idempotency_key},
         )
+        session_id = _session_id(response.json())
     except anthropic.RateLimitError as exc:
         return SessionOutcome.failure("session_rate_limited_error", f"session creation was rate-limited: {_message(exc)}")
     except Exception as exc:  # noqa: BLE001 — every failure becomes a typed outcome
@@ -217,7 +285,14 @@ def _create_session(upstream: _Upstream, request: SessionRequest, lookups: "_Loo
             return _classify_refusal(upstream, request, lookups, exc)
         logger.exception("unexpected error while creating a session")
         return SessionOutcome.failure("unknown_error", "an unexpected error occurred while creating the session")
-    return SessionOutcome.success(session.id)
+    return SessionOutcome.success(session_id)
+
+
+def _session_id(body) -> str:
+    session_id = body.get("id") if isinstance(body, dict) else None
+    if not isinstance(session_id, str) or not session_id:
+        raise ValueError("the platform's answer to sessions.create has no session id")
+    return session_id
 
 
 class _Lookups:

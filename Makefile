@@ -30,7 +30,7 @@ services:
 
 # Each run gets its own test database, so concurrent runs on one machine do not collide.
 test: $(STAMP) services
-	$(VENV)/bin/lint-imports --config .importlinter
+	$(VENV)/bin/lint-imports
 	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) SECRET_KEY=test-only-secret DEBUG=0 \
 		TEST_DATABASE_NAME=$${TEST_DATABASE_NAME:-test_sd_$$$$} \
 		$(PY) -m pytest $(PYTEST_ARGS)

@@ -13,7 +13,7 @@ from accounts_app.services import (
     organization_upstream_credentials_set,
     upstream_key_tail,
 )
-from accounts_app.upstream import shared_default_credentials, upstream_credentials
+from accounts_app.upstream import PUBLIC_API, shared_default_credentials, upstream_credentials
 
 
 class WorkspaceInline(admin.TabularInline):
@@ -21,9 +21,6 @@ class WorkspaceInline(admin.TabularInline):
     extra = 0
     fields = ("id", "name", "is_default", "archived_at", "created_at")
     readonly_fields = ("id", "created_at")
-
-
-PUBLIC_API = "https://api.anthropic.com"
 
 
 def _key_shown(last4: str) -> str:

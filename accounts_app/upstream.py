@@ -25,6 +25,8 @@ from core.crypto import decrypt
 
 Source = Literal["organization", "default"]
 
+PUBLIC_API = "https://api.anthropic.com"
+
 
 @dataclass(frozen=True, repr=False)
 class UpstreamCredentials:
@@ -36,6 +38,11 @@ class UpstreamCredentials:
         return f"UpstreamCredentials(source={self.source!r}, base_url={self.base_url!r}, api_key=<hidden>)"
 
     __str__ = __repr__
+
+    @property
+    def url(self) -> str:
+        """Where the key goes: its base URL, or the public API."""
+        return (self.base_url or PUBLIC_API).rstrip("/")
 
     @functools.cached_property
     def fingerprint(self) -> str:

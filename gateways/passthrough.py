@@ -41,10 +41,10 @@ from rest_framework.views import APIView
 
 from core.errors import InvalidRequest, NotFound, PermissionDeniedError, RequestTooLarge, envelope
 from core.views import unknown_api_route
+from gateways import get_gateway
 
 logger = logging.getLogger("gateways.passthrough")
 
-DEFAULT_BASE_URL = "https://api.anthropic.com"
 FORWARDED_PREFIXES = ("agents", "environments", "vaults", "sessions")
 
 CONNECT_TIMEOUT_SECONDS = 5.0
@@ -72,7 +72,7 @@ NOT_RETURNED_RESPONSE_HEADERS = HOP_BY_HOP | {
 
 
 def forwarding_enabled() -> bool:
-    return settings.SESSION_GATEWAY == "anthropic"
+    return get_gateway().forwards_platform_api
 
 
 # --- the shared HTTP client ------------------------------------------------------------------------
@@ -234,7 +234,7 @@ def forward(request):
     credentials = upstream_credentials(organization=organization)
     if credentials is None:
         raise PermissionDeniedError(_no_credentials_message(organization))
-    base_url = (credentials.base_url or DEFAULT_BASE_URL).rstrip("/")
+    base_url = credentials.url
     host = _host(base_url)
     streaming = upstream_path.endswith("/events/stream") or "text/event-stream" in django_request.headers.get("accept", "")
     headers = _request_headers(django_request, credentials.api_key, streaming)

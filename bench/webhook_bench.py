@@ -126,12 +126,12 @@ def _serve(port, count, ready, stop, results, delay: float) -> None:
 class Worker:
     """One webhooks worker on a queue of its own. Only the PID started here is ever signalled."""
 
-    def __init__(self, queue: str, threads: int, env: dict[str, str]):
+    def __init__(self, queue: str, threads: int, env: dict[str, str], name: str = "webhooks"):
         LOG_DIR.mkdir(parents=True, exist_ok=True)
-        self.log = LOG_DIR / f"{queue}-webhooks.log"
+        self.log = LOG_DIR / f"{queue}-{name}.log"
         self.process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", queue, "-P", "threads", "-c", str(threads),
-             "-n", f"webhooks-{queue}@%h", "--without-gossip", "--without-mingle", "--without-heartbeat",
+             "-n", f"{name}-{queue}@%h", "--without-gossip", "--without-mingle", "--without-heartbeat",
              "--loglevel", "WARNING"],
             cwd=common.ROOT, env=env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
         )
@@ -166,7 +166,7 @@ def _backend_pids() -> list[int]:
         return [row[0] for row in cursor.fetchall()]
 
 
-def throughput_run(events: int, per_transaction: int, threads: int, timeout: float) -> dict:
+def throughput_run(events: int, per_transaction: int, threads: int, timeout: float, workers: int = 1) -> dict:
     from django.db import transaction
 
     from accounts_app.services import default_workspace, organization_get_or_create
@@ -180,14 +180,15 @@ def throughput_run(events: int, per_transaction: int, threads: int, timeout: flo
 
     settings.WEBHOOK_QUEUE = queue
     receiver = Receiver()
-    worker = Worker(queue, threads, common.bench_env(WEBHOOK_QUEUE=queue, WEBHOOK_ALLOW_PRIVATE_TARGETS=1))
+    env = common.bench_env(WEBHOOK_QUEUE=queue, WEBHOOK_ALLOW_PRIVATE_TARGETS=1)
+    worker_procs = [Worker(queue, threads, env, name=f"webhooks{index}") for index in range(workers)]
     try:
         organization = organization_get_or_create(name="bench-webhooks")
         workspace = default_workspace(organization)
         services.webhook_endpoint_create(organization=organization, workspace=None, url=receiver.url,
                                          enabled_events=list(EVENT_TYPES))
         load_before = common.loadavg()
-        worker_pids, backend_pids = worker.pids(), _backend_pids()
+        worker_pids, backend_pids = [pid for w in worker_procs for pid in w.pids()], _backend_pids()
         worker_before, backend_before = common.proc_cpu_seconds(worker_pids), common.proc_cpu_seconds(backend_pids)
         own_before = time.process_time()
         first_commit = None
@@ -212,13 +213,15 @@ def throughput_run(events: int, per_transaction: int, threads: int, timeout: flo
         load_after = common.loadavg()
     finally:
         seen = receiver.stop()
-        worker.stop()
+        for worker in worker_procs:
+            worker.stop()
     ids = [webhook_id for webhook_id, _, _ in seen]
     last = max((at for _, at, _ in seen), default=float("nan"))
     latencies = [at - datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp()
                  for _, at, created in seen if created]
     return {
         "events": events,
+        "workers": workers,
         "received": len(set(ids)),
         "duplicates": len(ids) - len(set(ids)),
         "rate": len(set(ids)) / (last - first_commit) if seen and first_commit else float("nan"),
@@ -286,7 +289,8 @@ def main(argv=None) -> int:
     parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--per-transaction", type=int, default=100)
-    parser.add_argument("--threads", type=int, default=8, help="threads of the webhooks worker")
+    parser.add_argument("--threads", type=int, default=8, help="threads of each webhooks worker")
+    parser.add_argument("--workers", type=int, default=1, help="webhooks worker processes")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for every delivery")
     parser.add_argument("--fire-burst", type=int, default=1000, help="deployments in the burst comparison (0: skip)")
     parser.add_argument("--fire-burst-workers", type=int, default=2)
@@ -299,7 +303,7 @@ def main(argv=None) -> int:
     machine = common.machine()
     runs = []
     for index in range(args.runs):
-        result = throughput_run(args.events, args.per_transaction, args.threads, args.timeout)
+        result = throughput_run(args.events, args.per_transaction, args.threads, args.timeout, args.workers)
         runs.append(result)
         print(f"  run {index + 1}: {result['rate']:.0f} delivered/s, {result['received']}/{result['events']} received, "
               f"{result['duplicates']} duplicates, latency p50 {result['p50']:.2f} s p99 {result['p99']:.2f} s, "
@@ -319,8 +323,9 @@ def main(argv=None) -> int:
     if not args.no_write:
         lines = [
             f"## webhook_bench — {started}", "",
-            f"{machine}. Receiver: asyncio on 127.0.0.1 in a process of its own; one webhooks worker "
-            f"(`-P threads -c {args.threads}`); {args.per_transaction} events per `events_record` transaction.", "",
+            f"{machine}. Receiver: asyncio on 127.0.0.1 in a process of its own, keep-alive; {args.workers} webhooks "
+            f"worker process(es) (`-P threads -c {args.threads}`); {args.per_transaction} events per `events_record` "
+            "transaction.", "",
             "| run | delivered/s | received | duplicates | latency p50 | latency p99 | CPU ms per event: worker, "
             "PostgreSQL, recording | load |",
             "|---|---|---|---|---|---|---|---|",

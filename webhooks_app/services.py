@@ -31,7 +31,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -113,14 +113,24 @@ def events_record(*, events: Iterable[Event | tuple[str, str, str, str]]) -> int
     return len(rows)
 
 
+DOORBELL_MUTE_SECONDS = 5.0
+_doorbell_muted_until = 0.0
+
+
 def ring_doorbell() -> None:
     """Wake a delivery worker. Never retried nor waited for: a lost doorbell only delays the
-    events until the next sweep."""
+    events until the next sweep. After a failure (the broker is down) this process stops ringing
+    for DOORBELL_MUTE_SECONDS, so a Redis outage costs the fire path one connection attempt, not
+    one per transaction."""
+    global _doorbell_muted_until
     from webhooks_app.tasks import dispatch
 
+    if time.monotonic() < _doorbell_muted_until:
+        return
     try:
         dispatch.apply_async(queue=settings.WEBHOOK_QUEUE, retry=False)
     except Exception:  # noqa: BLE001 — the broker may be down; the sweep finds the events
+        _doorbell_muted_until = time.monotonic() + DOORBELL_MUTE_SECONDS
         logger.warning("webhook doorbell not sent (broker unreachable); the sweep will deliver", exc_info=True)
 
 
@@ -337,7 +347,7 @@ def _record(endpoint: WebhookEndpoint, attempted, released: list[WebhookDelivery
     """Every attempt, each delivery's new state and the endpoint's health, in one transaction."""
     now = timezone.now()
     attempts, changed = [], []
-    succeeded = failed = gave_up = 0
+    succeeded = failed = 0
     next_retry = None
     for delivery, attempt_started, outcome in attempted:
         delivery.attempts += 1
@@ -358,7 +368,6 @@ def _record(endpoint: WebhookEndpoint, attempted, released: list[WebhookDelivery
             retry_at = now + timedelta(seconds=retry_delay(delivery.attempts))
             if retry_at > delivery.give_up_at:
                 delivery.status = WebhookDelivery.Status.FAILED
-                gave_up += 1
                 metrics.WEBHOOK_DELIVERIES.labels("gave_up").inc()
                 logger.warning("webhook delivery failed for good after %s attempts", delivery.attempts,
                                extra={"delivery_id": delivery.pk, "event_id": delivery.event_id,
@@ -381,16 +390,26 @@ def _record(endpoint: WebhookEndpoint, attempted, released: list[WebhookDelivery
             delivery.next_attempt_at = now
             delivery.published_at = now
         changed.append(delivery)
-    with transaction.atomic():
-        WebhookAttempt.objects.bulk_create(attempts)
-        _save_deliveries(changed)
-        if succeeded:
-            _endpoint_recovered(endpoint)
-        elif failed:
-            _endpoint_failed(endpoint, now, attempted[-1][2].error)
+    try:
+        with transaction.atomic():
+            WebhookAttempt.objects.bulk_create(attempts)
+            _save_deliveries(changed)
+            _endpoint_health(endpoint, now, succeeded, failed, attempted)
+    except IntegrityError:
+        if WebhookEndpoint.objects.filter(pk=endpoint.pk).exists():
+            raise
+        return {"succeeded": 0, "failed": 0, "released": 0}  # deleted meanwhile, with its deliveries
     if released and not stopped_by_failure:
         deliveries_publish([(endpoint.pk, [delivery.pk for delivery in released])])
     return {"succeeded": succeeded, "failed": failed, "released": len(released)}
+
+
+def _endpoint_health(endpoint: WebhookEndpoint, now: datetime, succeeded: int, failed: int, attempted) -> None:
+    """A success ends the endpoint's failure streak; a batch of failures only extends it."""
+    if succeeded:
+        _endpoint_recovered(endpoint)
+    elif failed:
+        _endpoint_failed(endpoint, now, attempted[-1][2].error)
 
 
 _DELIVERY_STATE = (

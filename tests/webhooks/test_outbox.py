@@ -155,3 +155,21 @@ def test_event_ids_increase_in_a_process_even_within_one_millisecond():
     ids = [services._event_ids(1)[0] for _ in range(500)] + services._event_ids(100)
     assert ids == sorted(ids)
     assert len(set(ids)) == 600
+
+
+def test_a_broker_outage_costs_one_doorbell_attempt_then_the_sweep_delivers(monkeypatch):
+    from webhooks_app.tasks import dispatch
+
+    monkeypatch.undo()  # the real doorbell
+    monkeypatch.setattr(services, "_doorbell_muted_until", 0.0)
+    calls = []
+
+    def unreachable(**kwargs):
+        calls.append(kwargs)
+        raise ConnectionError("redis is down")
+
+    monkeypatch.setattr(dispatch, "apply_async", unreachable)
+    services.ring_doorbell()
+    services.ring_doorbell()
+    services.ring_doorbell()
+    assert len(calls) == 1 and calls[0]["retry"] is False

@@ -48,6 +48,13 @@ SCHEDULER_TICK = Histogram(
 FIRES_SKIPPED = Counter(
     "sd_fires_skipped_total", "Fires not run because the deployment changed since they were scheduled", ["reason"]
 )
+FIRES_LIMITED = Counter(
+    "sd_fires_limited_total",
+    "Fires a deployment's scheduling policy held back or changed, by reason: overlap_skipped (recorded as a "
+    "previous_run_active_error run), previous_cancelled (the previous session was stopped first), max_runs (an "
+    "occurrence beyond the run limit, not run), outside_window (an occurrence outside the active window, not run)",
+    ["reason"],
+)
 RUNS = Counter(
     "sd_runs_total", "Deployment runs recorded, by trigger type (schedule, manual), outcome (success, error) "
     "and error type (empty on success)", ["trigger_type", "outcome", "error_type"],

@@ -6,10 +6,18 @@ import importlib
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from gateways.base import GatewayUnavailable, ResolvedReferences, SessionGateway, SessionOutcome, SessionRequest
+from gateways.base import (
+    RUNNING_SESSION_STATUSES,
+    GatewayUnavailable,
+    ResolvedReferences,
+    SessionGateway,
+    SessionOutcome,
+    SessionRequest,
+)
 
 __all__ = [
-    "GatewayUnavailable", "ResolvedReferences", "SessionGateway", "SessionOutcome", "SessionRequest", "get_gateway",
+    "RUNNING_SESSION_STATUSES", "GatewayUnavailable", "ResolvedReferences", "SessionGateway", "SessionOutcome",
+    "SessionRequest", "get_gateway",
 ]
 
 

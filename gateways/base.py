@@ -7,9 +7,19 @@ class), so the deployment services and the outcome policy in runs_app.firing app
   tenant, and which agent version does it pin? A typed, field-named error otherwise.
 - `create_sessions(requests)`: a session per request, batch first; exactly one typed outcome per
   request, in order. A single fire or a manual run is a batch of one.
+
+Two more serve the overlap policy of a deployment (is the previous run's session still running;
+stop it), asked once per fire batch, never polled:
+
+- `session_states(organization_id, session_ids)`: each session's status.
+- `sessions_stop(organization_id, session_ids)`: interrupt and archive each one.
 """
 
 from dataclasses import dataclass, field
+
+
+#: Statuses (the SDK's session `status`) of a session that is still running.
+RUNNING_SESSION_STATUSES = frozenset({"running", "rescheduling"})
 
 
 @dataclass(frozen=True)
@@ -98,6 +108,19 @@ class SessionGateway:
     def create_sessions(self, requests: list[SessionRequest]) -> list[SessionOutcome]:
         """One outcome per request, in order. Never raises for one request's failure: a platform
         that cannot be reached answers `SessionOutcome.unavailable` for the requests concerned."""
+        raise NotImplementedError
+
+    def session_states(self, *, organization_id: str, session_ids: list[str]) -> dict[str, str | None]:
+        """{session id: its status} — the SDK's `running`, `rescheduling`, `idle` or `terminated`,
+        None for a session the platform does not know (any more). One call per batch. Raises
+        GatewayUnavailable when the platform cannot be reached (retryable), or an ApiError when it
+        refuses this service's credentials."""
+        raise NotImplementedError
+
+    def sessions_stop(self, *, organization_id: str, session_ids: list[str]) -> dict[str, str | None]:
+        """Stop each session — interrupt it, then archive it where the platform archives sessions:
+        {session id: None when it no longer runs (stopped now, or already gone), else why it could
+        not be stopped}. Raises GatewayUnavailable when the platform cannot be reached."""
         raise NotImplementedError
 
     def agent_names(self, agent_ids: list[str]) -> dict[str, str]:

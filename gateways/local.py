@@ -6,10 +6,10 @@ from collections.abc import Iterable
 from django.db import DatabaseError
 
 from core.errors import ApiError, shorten
-from gateways.base import ResolvedReferences, SessionGateway, SessionOutcome, SessionRequest
+from gateways.base import GatewayUnavailable, ResolvedReferences, SessionGateway, SessionOutcome, SessionRequest
 from gateways.errors import ReferenceArchived, ReferenceNotFound
-from platform_app.models import Agent, AgentVersion, Environment, Vault
-from platform_app.services import session_create, sessions_create_batch
+from platform_app.models import Agent, AgentVersion, Environment, Session, Vault
+from platform_app.services import session_create, sessions_create_batch, sessions_stop
 
 
 class LocalGateway(SessionGateway):
@@ -51,6 +51,22 @@ class LocalGateway(SessionGateway):
             SessionOutcome.success(session.id) if session is not None else _create_one(request)
             for request, session in zip(requests, sessions, strict=True)
         ]
+
+    def session_states(self, *, organization_id: str, session_ids: list[str]) -> dict[str, str | None]:
+        try:
+            found = dict(
+                Session.objects.filter(organization_id=organization_id, pk__in=session_ids).values_list("pk", "status")
+            )
+        except DatabaseError as exc:
+            raise GatewayUnavailable(f"platform database error: {type(exc).__name__}") from exc
+        return {session_id: found.get(session_id) for session_id in session_ids}
+
+    def sessions_stop(self, *, organization_id: str, session_ids: list[str]) -> dict[str, str | None]:
+        try:
+            sessions_stop(organization_id=organization_id, session_ids=session_ids)
+        except DatabaseError as exc:
+            raise GatewayUnavailable(f"platform database error: {type(exc).__name__}") from exc
+        return {session_id: None for session_id in session_ids}
 
 
 def _create_one(request: SessionRequest) -> SessionOutcome:

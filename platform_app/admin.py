@@ -128,12 +128,15 @@ class VaultAdmin(admin.ModelAdmin):
 
 @admin.register(Session)
 class SessionAdmin(admin.ModelAdmin):
-    """Read-only: sessions are records of what was asked for (resources hold no secrets)."""
+    """Read-only but for the status actions: sessions are records of what was asked for (resources
+    hold no secrets)."""
 
     list_display = ("id", "agent", "agent_version", "environment", "status", "deployment_run_id", "organization", "created_at")
     list_filter = ("status", "organization")
     search_fields = ("id", "agent__id", "environment__id", "deployment_run_id", "idempotency_key")
     date_hierarchy = "created_at"
+
+    actions = ["mark_running", "mark_idle", "mark_terminated"]
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("organization")
@@ -146,3 +149,25 @@ class SessionAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+    def has_operate_permission(self, request):
+        return request.user.is_active and request.user.has_perm("platform_app.change_session")
+
+    # Nothing executes an agent on the built-in platform: these set what a deployment's overlap
+    # policy sees when it asks whether the previous run's session is still running.
+    def _mark(self, request, queryset, status: str) -> None:
+        for session in queryset:
+            services.session_status_set(session=session, status=status)
+        self.message_user(request, f"Marked {queryset.count()} session(s) {status}.", level=messages.SUCCESS)
+
+    @admin.action(description="Mark selected sessions running", permissions=["operate"])
+    def mark_running(self, request, queryset):
+        self._mark(request, queryset, Session.Status.RUNNING)
+
+    @admin.action(description="Mark selected sessions idle", permissions=["operate"])
+    def mark_idle(self, request, queryset):
+        self._mark(request, queryset, Session.Status.IDLE)
+
+    @admin.action(description="Mark selected sessions terminated", permissions=["operate"])
+    def mark_terminated(self, request, queryset):
+        self._mark(request, queryset, Session.Status.TERMINATED)

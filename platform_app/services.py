@@ -477,6 +477,34 @@ def session_create(
     return session, True
 
 
+def session_status_set(*, session: Session, status: str) -> Session:
+    """Set a session's status. Nothing executes an agent here, so this is how an operator (the
+    admin) or a test makes a session `running`, `idle` or `terminated` — what a deployment's
+    overlap policy asks about."""
+    if status not in Session.Status.values:
+        raise InvalidRequest(f"status: must be one of: {', '.join(Session.Status.values)}")
+    with transaction.atomic():
+        Session.objects.filter(pk=session.pk).update(status=status, updated_at=timezone.now())
+        session.refresh_from_db(fields=["status", "updated_at"])
+    return session
+
+
+def sessions_stop(*, organization_id: str, session_ids: list[str]) -> list[str]:
+    """Stop the organization's sessions among `session_ids` that still run (interrupt them; with
+    nothing executing the agent, an interrupted session here is `terminated`). Returns the ids of
+    the sessions it stopped; the others were not running or are not the organization's."""
+    running = [Session.Status.RUNNING, "rescheduling"]
+    with transaction.atomic():
+        ids = list(
+            Session.objects.select_for_update()
+            .filter(organization_id=organization_id, pk__in=session_ids, status__in=running)
+            .order_by("pk").values_list("pk", flat=True)
+        )
+        if ids:
+            Session.objects.filter(pk__in=ids).update(status=Session.Status.TERMINATED, updated_at=timezone.now())
+    return ids
+
+
 def sessions_create_batch(requests: list[dict]) -> list[Session | None]:
     """`session_create` for many requests at once, in a fixed number of statements whatever their
     number (a scheduler burst creates thousands of sessions a second). Call it inside a transaction.

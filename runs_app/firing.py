@@ -10,6 +10,15 @@ that policy lives.
 | other refusal (4xx)                          | session_creation_rejected_error   | unchanged                    |
 | platform unavailable after quick retries     | service_unavailable_error         | unchanged                    |
 | anything unexpected                          | unknown_error                     | unchanged                    |
+
+A deployment's scheduling policies (README "Scheduling policies") add to it, scheduled fires only:
+
+| policy                                       | at fire time                      | deployment afterwards        |
+|----------------------------------------------|-----------------------------------|------------------------------|
+| overlap skip, previous session still running | previous_run_active_error, no session | unchanged                |
+| overlap cancel_previous, same                | the previous session stopped, then a new one | unchanged         |
+| schedule.max_runs                            | counted (not an overlap skip)     | archived after the last      |
+| policy.pause_after_failures: N               | failures in a row counted         | paused after the N-th        |
 """
 
 import logging
@@ -19,7 +28,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
-from django.db.models import CharField, DateTimeField, F, Q, Value
+from django.db.models import CharField, DateTimeField, F, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -27,10 +36,18 @@ from core import ids, metrics
 from core.logging import log_context
 from deployments_app import schedule
 from deployments_app.errors import DeploymentArchived
+from core.errors import ApiError
 from deployments_app.models import Deployment
 from deployments_app.selectors import deployment_session_resources
 from deployments_app.services import deployment_archive, deployment_pause
-from gateways import GatewayUnavailable, SessionGateway, SessionOutcome, SessionRequest, get_gateway
+from gateways import (
+    RUNNING_SESSION_STATUSES,
+    GatewayUnavailable,
+    SessionGateway,
+    SessionOutcome,
+    SessionRequest,
+    get_gateway,
+)
 from runs_app.models import DeploymentRun, Fire
 from webhooks_app import events as webhook_events
 from webhooks_app.events import Event
@@ -58,6 +75,13 @@ PAUSING_ERRORS = frozenset(
 )
 
 
+# The run of a fire skipped because the previous run's session still runs (policy.overlap: skip).
+OVERLAP_ERROR = "previous_run_active_error"
+# A later fire of a deployment with an overlap policy, claimed in the same batch as an earlier one:
+# it goes back to pending and runs once the earlier one is recorded, so that it can ask about it.
+DEFERRED = "deferred"
+
+
 @dataclass(frozen=True)
 class FireResult:
     status: str  # "done", "skipped", "not_claimed", "archived"
@@ -76,6 +100,7 @@ class ClaimedFire:
     run_id: str
     started_at: datetime
     attempts: int
+    backfill: bool = False
 
     def log_ids(self) -> dict:
         return {"fire_id": self.id, "deployment_id": self.deployment_id, "run_id": self.run_id}
@@ -176,6 +201,106 @@ def _count_calls(gateway: SessionGateway, outcomes: list[SessionOutcome]) -> Non
         metrics.GATEWAY_CALLS.labels(gateway.name, result).inc(count)
 
 
+# --- the overlap policy: is the previous run's session still running? -----------------------------
+
+
+def apply_overlap(gateway: SessionGateway, jobs: list[_Job]) -> None:
+    """Before any session is asked for: for each scheduled fire of a deployment whose
+    `policy.overlap` is `skip` or `cancel_previous`, ask the platform — once per batch and
+    organization, through the gateway — whether the session of the deployment's previous run (the
+    latest with a session, manual runs included) still runs. `skip`: the job's outcome becomes
+    `previous_run_active_error` naming that session (a run, no session). `cancel_previous`: the
+    gateway stops that session first; one it cannot stop keeps running, and the job records
+    `previous_run_active_error` saying why instead of starting a second session. A platform that
+    cannot say (unreachable after the quick retries, credentials refused) gives the job the error
+    a session request would have had."""
+    watched = [job for job in jobs if job.fire is not None and job.outcome is None
+               and job.deployment.policy_overlap != Deployment.Overlap.ALLOW]
+    if not watched:
+        return
+    previous = _previous_sessions({job.deployment.pk for job in watched})
+    by_organization: dict[str, list[_Job]] = {}
+    for job in watched:
+        if job.deployment.pk in previous:
+            by_organization.setdefault(job.deployment.organization_id, []).append(job)
+    for organization_id, org_jobs in by_organization.items():
+        session_ids = sorted({previous[job.deployment.pk][1] for job in org_jobs})
+        states = _ask(gateway, "session_states", organization_id, session_ids, org_jobs)
+        if states is None:
+            continue
+        to_stop: list[_Job] = []
+        for job in org_jobs:
+            run_id, session_id = previous[job.deployment.pk]
+            status = states.get(session_id)
+            if status not in RUNNING_SESSION_STATUSES:
+                continue
+            if job.deployment.policy_overlap == Deployment.Overlap.SKIP:
+                job.outcome = SessionOutcome.failure(
+                    OVERLAP_ERROR, f"session {session_id} of the previous run {run_id} is still {status} "
+                    "(policy.overlap: skip)")
+                metrics.FIRES_LIMITED.labels("overlap_skipped").inc()
+            else:
+                to_stop.append(job)
+        if not to_stop:
+            continue
+        stopping = sorted({previous[job.deployment.pk][1] for job in to_stop})
+        answers = _ask(gateway, "sessions_stop", organization_id, stopping, to_stop)
+        if answers is None:
+            continue
+        for job in to_stop:
+            run_id, session_id = previous[job.deployment.pk]
+            refusal = answers.get(session_id)
+            if refusal:
+                job.outcome = SessionOutcome.failure(
+                    OVERLAP_ERROR, f"session {session_id} of the previous run {run_id} is still running and could "
+                    f"not be stopped (policy.overlap: cancel_previous): {refusal}")
+                continue
+            metrics.FIRES_LIMITED.labels("previous_cancelled").inc()
+            logger.info("previous session %s stopped (policy.overlap: cancel_previous)", session_id,
+                        extra={**job.log_ids(), "session_id": session_id})
+
+
+def _previous_sessions(deployment_ids: set[str]) -> dict[str, tuple[str, str]]:
+    """{deployment id: (run id, session id)} of each deployment's latest run that has a session."""
+    latest = DeploymentRun.objects.filter(deployment=OuterRef("pk"), session_id__isnull=False).order_by("-created_at", "-id")
+    rows = (
+        Deployment.objects.filter(pk__in=deployment_ids)
+        .annotate(run=Subquery(latest.values("id")[:1]), session=Subquery(latest.values("session_id")[:1]))
+        .values_list("pk", "run", "session")
+    )
+    return {pk: (run, session) for pk, run, session in rows if session}
+
+
+def _ask(gateway: SessionGateway, method: str, organization_id: str, session_ids: list[str], jobs: list[_Job]):
+    """One gateway call about sessions, retried like a session request (quickly, a few times) when
+    the platform cannot be reached. On failure every job gets the error and None is returned."""
+    attempts = max(1, settings.GATEWAY_RETRY_ATTEMPTS)
+    problem = None
+    for attempt in range(attempts):
+        if attempt:
+            time.sleep(settings.GATEWAY_RETRY_BACKOFF_SECONDS * (2 ** (attempt - 1)))
+        try:
+            return getattr(gateway, method)(organization_id=organization_id, session_ids=session_ids)
+        except GatewayUnavailable as exc:
+            problem = SessionOutcome.failure(
+                "service_unavailable_error",
+                f"the session platform could not say whether the previous session still runs after {attempts} "
+                f"attempts: {exc}")
+            logger.warning("session platform unavailable for %s (attempt %d of %d): %s", method, attempt + 1,
+                           attempts, exc)
+        except ApiError as exc:
+            problem = SessionOutcome.failure("session_creation_rejected_error", exc.message)
+            break
+        except Exception:
+            logger.exception("unexpected error while asking the session platform (%s)", method)
+            problem = SessionOutcome.failure(
+                "unknown_error", "an unexpected error occurred while checking the previous run's session")
+            break
+    for job in jobs:
+        job.outcome = problem
+    return None
+
+
 # --- one path for every session: build, ask, record ---------------------------------------------
 
 
@@ -187,10 +312,12 @@ def _execute(gateway: SessionGateway, deployment_ids: set[str], build) -> list["
     if gateway.transactional:
         with transaction.atomic():
             jobs, skipped = build(_lock_deployments(deployment_ids))
-            create_sessions(gateway, jobs)
+            apply_overlap(gateway, jobs)
+            create_sessions(gateway, [job for job in jobs if job.outcome is None])
             return _record(jobs, skipped)
     jobs, skipped = build(Deployment.objects.in_bulk(deployment_ids))
-    create_sessions(gateway, jobs)
+    apply_overlap(gateway, jobs)
+    create_sessions(gateway, [job for job in jobs if job.outcome is None])
     with transaction.atomic():
         locked = _lock_deployments(deployment_ids)
         for job in jobs:
@@ -222,9 +349,13 @@ def _record(jobs: list[_Job], skipped: list[tuple[ClaimedFire, str]]) -> list[_R
         .order_by("pk").values_list("pk", flat=True)
     ) if fire_ids else set()
     now = timezone.now()
-    for reason in {reason for _, reason in skipped}:
+    for reason in {reason for _, reason in skipped} - {DEFERRED}:
         Fire.objects.filter(pk__in=[f.id for f, r in skipped if r == reason and f.id in held]).update(
             status=Fire.Status.SKIPPED, skip_reason=reason, lease_expires_at=None, updated_at=now
+        )
+    if any(reason == DEFERRED for _, reason in skipped):
+        Fire.objects.filter(pk__in=[f.id for f, r in skipped if r == DEFERRED and f.id in held]).update(
+            status=Fire.Status.PENDING, lease_expires_at=None, published_at=now, updated_at=now
         )
     recorded, runs, gone = [], [], []
     for job in jobs:
@@ -256,6 +387,7 @@ def _record(jobs: list[_Job], skipped: list[tuple[ClaimedFire, str]]) -> list[_R
     for item in recorded:
         if item.run is not None and item.job.fire is not None:
             _apply_policy(deployment=item.job.deployment, outcome=item.job.outcome)
+    _apply_counting_policies([item for item in recorded if item.run is not None and item.job.fire is not None])
     return recorded
 
 
@@ -271,6 +403,7 @@ def _run_row(job: _Job) -> DeploymentRun:
         agent_version=job.request.agent_version,
         trigger_type=job.trigger_type,
         scheduled_at=job.fire.scheduled_at if job.fire else None,
+        backfill=job.fire.backfill if job.fire else False,
         session_id=outcome.session_id,
         error_type=None if outcome.session_id else outcome.error_type,
         error_message=None if outcome.session_id else outcome.error_message,
@@ -340,6 +473,56 @@ def _apply_policy(*, deployment: Deployment, outcome: SessionOutcome) -> None:
                    extra={"error_type": outcome.error_type, "deployment_id": deployment.pk})
 
 
+def _apply_counting_policies(items: list[_Recorded]) -> None:
+    """`schedule.max_runs` and `policy.pause_after_failures`, under the deployments' row locks (so
+    the counts are exact with any number of workers): every scheduled run counts toward the limit
+    except a fire skipped for overlap, and the deployment archives itself after the last one; a
+    failed run adds to the failures in a row, a successful one resets them (an overlap skip does
+    neither), and the N-th failure in a row pauses the deployment with that error as the reason."""
+    by_deployment: dict[str, list[_Recorded]] = {}
+    for item in items:
+        by_deployment.setdefault(item.job.deployment.pk, []).append(item)
+    for recorded in by_deployment.values():
+        deployment = recorded[0].job.deployment
+        limit, threshold = deployment.schedule_max_runs, deployment.policy_pause_after_failures
+        if limit is None and threshold is None:
+            continue
+        counted, failures, last_error = deployment.runs_counted, deployment.consecutive_failures, None
+        for item in sorted(recorded, key=lambda item: item.run.scheduled_at):
+            run = item.run
+            if run.error_type == OVERLAP_ERROR:
+                continue
+            counted += 1
+            if run.session_id:
+                failures, last_error = 0, None
+            else:
+                failures += 1
+                last_error = {"type": run.error_type, "message": run.error_message or ""}
+        changes = {}
+        if limit is not None:
+            changes["runs_counted"] = counted
+        if threshold is not None:
+            changes["consecutive_failures"] = failures
+        Deployment.objects.filter(pk=deployment.pk).update(**changes)
+        for name, value in changes.items():
+            setattr(deployment, name, value)
+        if deployment.archived_at is not None:
+            continue
+        if limit is not None and counted >= limit:
+            deployment_archive(deployment=deployment)
+            metrics.DEPLOYMENTS_AUTO_ARCHIVED.inc()
+            logger.info("deployment archived: its %d scheduled run(s) are done (schedule.max_runs)", limit,
+                        extra={"deployment_id": deployment.pk})
+            continue
+        if (threshold is not None and failures >= threshold and last_error is not None
+                and deployment.status == Deployment.Status.ACTIVE):
+            deployment_pause(deployment=deployment,
+                             reason={"type": "error", "error": last_error, "consecutive_failures": failures})
+            metrics.DEPLOYMENTS_AUTO_PAUSED.labels(last_error["type"]).inc()
+            logger.warning("deployment paused after %d failed scheduled runs in a row (policy.pause_after_failures)",
+                           failures, extra={"deployment_id": deployment.pk, "error_type": last_error["type"]})
+
+
 def _archive_for_lost_agent(*, deployment: Deployment, outcome: SessionOutcome) -> None:
     if deployment.archived_at is None:
         deployment_archive(deployment=deployment)
@@ -363,7 +546,7 @@ def _claim(fire_id: str, now: datetime) -> bool:
     return bool(updated)
 
 
-_CLAIMED_COLUMNS = ("id", "deployment_id", "scheduled_at", "due_at", "run_id", "started_at", "attempts")
+_CLAIMED_COLUMNS = ("id", "deployment_id", "scheduled_at", "due_at", "run_id", "started_at", "attempts", "backfill")
 
 
 def claim_fires(fire_ids: list[str], now: datetime) -> list[ClaimedFire]:
@@ -395,27 +578,60 @@ def claim_fires(fire_ids: list[str], now: datetime) -> list[ClaimedFire]:
     return sorted((ClaimedFire(*row) for row in rows), key=lambda fire: (fire.due_at, fire.id))
 
 
-def _skip_reason(deployment: Deployment, scheduled_at: datetime, memo: dict) -> str | None:
+def _skip_reason(deployment: Deployment, fire: ClaimedFire, memo: dict) -> str | None:
+    scheduled_at = fire.scheduled_at
     if deployment.archived_at is not None:
         return "archived"
-    if deployment.status == Deployment.Status.PAUSED:
+    if deployment.status == Deployment.Status.PAUSED and not fire.backfill:  # a backfill runs while paused
         return "paused"
     if not deployment.has_schedule:
         return "schedule_removed"
-    if not _still_scheduled(deployment, scheduled_at, memo):
+    options = deployment.schedule_options
+    if not _still_scheduled(deployment, scheduled_at, memo, options):
+        if options.keys() & {"start_at", "end_at"}:
+            window = {name: value for name, value in options.items() if name == "dst_fold"}
+            if _still_scheduled(deployment, scheduled_at, memo, window):
+                return "outside_window"  # the window was changed since the fire was written
         return "schedule_changed"
     return None
 
 
-def _still_scheduled(deployment: Deployment, scheduled_at: datetime, memo: dict) -> bool:
-    """Is `scheduled_at` still an occurrence of the deployment's schedule? A fire is written ahead of
-    its time (the scheduler's lookahead, a backlog): a schedule changed since must not fire the old
-    occurrence. Memoized per batch: a burst shares a few (expression, zone, instant) triples."""
-    key = (deployment.schedule_expression, deployment.schedule_timezone, scheduled_at)
+def _still_scheduled(deployment: Deployment, scheduled_at: datetime, memo: dict, options: dict) -> bool:
+    """Is `scheduled_at` still an occurrence of the deployment's schedule (with its window and DST
+    fold policy)? A fire is written ahead of its time (the scheduler's lookahead, a backlog): a
+    schedule changed since must not fire the old occurrence. Memoized per batch: a burst shares a
+    few (expression, zone, options, instant) keys."""
+    key = (deployment.schedule_expression, deployment.schedule_timezone, scheduled_at, *sorted(options.items()))
     if key not in memo:
-        following = schedule.next_fires(key[0], key[1], scheduled_at - timedelta(seconds=1), n=1)
+        following = schedule.next_fires(key[0], key[1], scheduled_at - timedelta(seconds=1), n=1, **options)
         memo[key] = bool(following) and following[0] == scheduled_at
     return memo[key]
+
+
+def _admitted(claimed: list[ClaimedFire], deployments: dict[str, Deployment], reasons: dict) -> dict[str, str]:
+    """{fire id: reason} for fires that would run but for a policy, decided in occurrence order per
+    deployment: beyond the runs left under `schedule.max_runs` ("max_runs" — the scheduler never
+    writes that many; this catches a limit lowered since), or a later fire of a deployment with an
+    overlap policy whose earlier fire runs in this batch (DEFERRED: it runs right after, and then
+    asks about that one). Deployments without these policies are not looked at."""
+    out: dict[str, str] = {}
+    taken: dict[str, int] = {}
+    for fire in sorted(claimed, key=lambda fire: (fire.scheduled_at, fire.id)):
+        if reasons.get(fire.id, "absent") is not None:
+            continue
+        deployment = deployments[fire.deployment_id]
+        overlap = deployment.policy_overlap != Deployment.Overlap.ALLOW
+        remaining = deployment.runs_remaining
+        if not overlap and remaining is None:
+            continue
+        count = taken.get(deployment.pk, 0)
+        if remaining is not None and count >= remaining:
+            out[fire.id] = "max_runs"
+        elif overlap and count:
+            out[fire.id] = DEFERRED
+        else:
+            taken[deployment.pk] = count + 1
+    return out
 
 
 def execute_fire(fire_id: str, *, gateway: SessionGateway | None = None) -> FireResult:
@@ -454,21 +670,44 @@ def execute_fires(fire_ids: list[str], *, gateway: SessionGateway | None = None)
     return results
 
 
+_SKIP_WORDS = {
+    "max_runs": "the deployment has no runs left under schedule.max_runs",
+    "outside_window": "the occurrence is outside the schedule's active window",
+}
+
+
+def _publish(fires) -> None:
+    """Publish fires again now (deferred ones). A broker that cannot be reached only delays them:
+    they are pending in the database, and the recovery sweep publishes them again."""
+    from runs_app.scheduler import publish
+
+    try:
+        publish(fires)
+    except Exception:  # noqa: BLE001 — the doorbell failed; the fires are safe in PostgreSQL
+        logger.warning("deferred fires not published (the recovery sweep will)", exc_info=True)
+
+
 def _execute_claimed(claimed: list[ClaimedFire], gateway: SessionGateway, results: dict[str, FireResult]) -> None:
     skipped_here: list[tuple[ClaimedFire, str]] = []
 
     def build(deployments: dict[str, Deployment]):
         held = set(Fire.objects.filter(pk__in=[f.id for f in claimed], status=Fire.Status.CLAIMED).values_list("pk", flat=True))
         jobs, skipped, memo = [], [], {}
+        reasons = {}
         for fire in claimed:
             deployment = deployments.get(fire.deployment_id)
             if fire.id not in held or deployment is None:
                 continue  # finished by a worker whose lease had expired: not_claimed
-            reason = _skip_reason(deployment, fire.scheduled_at, memo)
+            reasons[fire.id] = _skip_reason(deployment, fire, memo)
+        admitted = _admitted(claimed, deployments, reasons)
+        for fire in claimed:
+            if fire.id not in reasons:
+                continue
+            reason = reasons[fire.id] or admitted.get(fire.id)
             if reason:
                 skipped.append((fire, reason))
             else:
-                jobs.append(_fire_job(deployment, fire))
+                jobs.append(_fire_job(deployments[fire.deployment_id], fire))
         skipped_here[:] = skipped
         return jobs, skipped
 
@@ -481,10 +720,21 @@ def _execute_claimed(claimed: list[ClaimedFire], gateway: SessionGateway, result
         for fire in claimed:
             _execute_claimed([fire], gateway, results)
         return
+    deferred = [fire for fire, reason in skipped_here if reason == DEFERRED]
     for fire, reason in skipped_here:
+        if reason == DEFERRED:
+            results[fire.id] = FireResult("deferred")
+            logger.info("fire deferred: an earlier fire of its deployment ran in the same batch",
+                        extra=fire.log_ids())
+            continue
         results[fire.id] = FireResult("skipped")
         metrics.FIRES_SKIPPED.labels(reason).inc()
-        logger.info("fire skipped: deployment is %s", reason.replace("_", " "), extra=fire.log_ids())
+        if reason in ("max_runs", "outside_window"):
+            metrics.FIRES_LIMITED.labels(reason).inc()
+        logger.info("fire skipped: %s", _SKIP_WORDS.get(reason) or f"deployment is {reason.replace('_', ' ')}",
+                    extra=fire.log_ids())
+    if deferred:
+        _publish([(fire.id, fire.due_at, fire.deployment_id) for fire in deferred])
     for item in recorded:
         results[item.job.fire.id] = FireResult(item.status, item.run.id if item.run else None)
     _announce(recorded)

@@ -28,6 +28,7 @@ class Fire(models.Model):
     run_id = models.CharField(
         max_length=64, null=True, blank=True, help_text="Id the run will get; fixed at first claim so retries agree"
     )
+    backfill = models.BooleanField(default=False, db_default=False, help_text="Written by a backfill of past occurrences")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -68,6 +69,7 @@ class DeploymentRun(models.Model):
     error_type = models.CharField(max_length=64, null=True, blank=True, db_index=True)
     error_message = models.TextField(null=True, blank=True)
     started_at = models.DateTimeField(help_text="When the session creation began")
+    backfill = models.BooleanField(default=False, db_default=False, help_text="The run of a backfilled past occurrence")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:

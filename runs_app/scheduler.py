@@ -18,18 +18,19 @@ Cost per tick is proportional to what is due, never to the number of deployments
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone as dt_timezone
 
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
-from django.db.models import DurationField, ExpressionWrapper, F, Q, Value
+from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, Value
 from django.utils import timezone
 
-from core import metrics
+from core import ids, metrics
+from core.errors import InvalidRequest
 from core.logging import log_context
 from deployments_app import schedule
 from deployments_app.models import Deployment
-from runs_app.models import Fire
+from runs_app.models import DeploymentRun, Fire
 
 logger = logging.getLogger("runs.scheduler")
 # Messages per pipelined round trip to the broker: small enough that the first fires of a burst
@@ -52,14 +53,15 @@ def jitter_for(deployment: Deployment) -> timedelta:
 
 
 def _occurrences(deployment: Deployment, now: datetime, window_start: datetime) -> tuple[list[datetime], int, datetime | None]:
-    """Nominal fires from next_fire_at up to now: (inside the window, missed count, next after now)."""
-    expression, tz = deployment.schedule_expression, deployment.schedule_timezone
+    """Nominal fires from next_fire_at up to now: (inside the window, missed count, next after now).
+    The schedule's own active window and DST fold policy come with its engine options."""
+    expression, tz, options = deployment.schedule_expression, deployment.schedule_timezone, deployment.schedule_options
     current = deployment.next_fire_at
     missed = 0
     while current is not None and current < window_start:
         # Long downtime: count what is older than the window, a batch of occurrences at a time.
         missed += 1
-        batch = schedule.next_fires(expression, tz, current, n=500)
+        batch = schedule.next_fires(expression, tz, current, n=500, **options)
         current = None
         for index, instant in enumerate(batch):
             if instant >= window_start:
@@ -72,7 +74,7 @@ def _occurrences(deployment: Deployment, now: datetime, window_start: datetime) 
     inside: list[datetime] = []
     while current is not None and current <= now:
         inside.append(current)
-        following = schedule.next_fires(expression, tz, current, n=1)
+        following = schedule.next_fires(expression, tz, current, n=1, **options)
         current = following[0] if following else None
     return inside, missed, current
 
@@ -111,18 +113,27 @@ def claim_due(now: datetime | None = None, *, limit: int | None = None) -> TickR
             Deployment.objects.select_for_update(skip_locked=True)
             .filter(next_fire_at__lte=now)
             .only("id", "schedule_expression", "schedule_timezone", "next_fire_at", "jitter_fraction",
-                  "missed_fires", "status", "archived_at")
+                  "missed_fires", "status", "archived_at", "schedule_start_at", "schedule_end_at",
+                  "schedule_dst_fold", "schedule_max_runs", "runs_counted")
             # Same instant: smallest jitter first, so a burst is claimed (and published) in due order.
             .order_by("next_fire_at", "jitter_fraction")[:limit]
         )
         if not due:
             return result
         fires: list[Fire] = []
+        budgets = run_budgets([d for d in due if d.schedule_max_runs is not None])
         for deployment in due:
             if not deployment.should_fire:  # state changed without clearing next_fire_at
                 deployment.next_fire_at = None
                 continue
             inside, missed, following = _occurrences(deployment, now, window_start)
+            if deployment.pk in budgets and len(inside) > budgets[deployment.pk]:
+                # More occurrences than runs left under schedule.max_runs: the rest never run.
+                limited = len(inside) - budgets[deployment.pk]
+                inside = inside[: budgets[deployment.pk]]
+                metrics.FIRES_LIMITED.labels("max_runs").inc(limited)
+                logger.info("%d occurrence(s) beyond the run limit not scheduled", limited,
+                            extra={"deployment_id": deployment.id})
             jitter = jitter_for(deployment)
             for scheduled_at in inside:
                 fires.append(Fire(deployment_id=deployment.id, scheduled_at=scheduled_at, due_at=scheduled_at + jitter,
@@ -144,6 +155,21 @@ def claim_due(now: datetime | None = None, *, limit: int | None = None) -> TickR
     if result.missed:
         metrics.FIRES_MISSED.inc(result.missed)
     return result
+
+
+def run_budgets(deployments: list[Deployment]) -> dict[str, int]:
+    """{deployment id: fires it may still be given} under `schedule.max_runs`: the runs left minus
+    the fires already written and not finished. Call it holding the deployments' row locks: the
+    fire path counts a run and finishes its fire under the same lock, so the budget is exact and a
+    deployment never gets more fires than its limit allows."""
+    if not deployments:
+        return {}
+    open_fires = dict(
+        Fire.objects.filter(deployment_id__in=[d.pk for d in deployments],
+                            status__in=[Fire.Status.PENDING, Fire.Status.CLAIMED])
+        .values("deployment_id").annotate(total=Count("id")).values_list("deployment_id", "total")
+    )
+    return {d.pk: max(0, d.runs_remaining - open_fires.get(d.pk, 0)) for d in deployments}
 
 
 def fire_batches(fires, *, size: int, window: float):
@@ -182,6 +208,94 @@ def publish(fires, now: datetime | None = None) -> None:
             for fire_id, _, deployment_id in batch:
                 logger.info("fire published", extra={"fire_id": fire_id, "deployment_id": deployment_id,
                                                      "countdown": round(countdown, 3)})
+
+
+def publish_after_commit(fires) -> None:
+    """`publish` once the caller's transaction commits. A broker that cannot be reached then only
+    delays the fires: they are in the database, and the recovery sweep publishes them again."""
+
+    def send():
+        try:
+            publish(fires)
+        except Exception:  # noqa: BLE001 — the doorbell failed; the fires are safe in PostgreSQL
+            logger.warning("fires not published (the recovery sweep will)", exc_info=True)
+
+    transaction.on_commit(send)
+
+
+# --- backfill ---------------------------------------------------------------------------------------
+
+BACKFILL_EPOCH = datetime(1970, 1, 1, tzinfo=dt_timezone.utc)
+
+
+def deployment_backfill(*, deployment: Deployment, start: datetime, end: datetime,
+                        now: datetime | None = None) -> list[Fire]:
+    """Run the deployment's occurrences with start <= t < end now, each once (`POST
+    /v1/deployments/{id}/backfill` and the admin). Returns their fires, earliest occurrence first.
+
+    An occurrence is one of the schedule as it is now — its active window and DST fold policy
+    included. Each gets a Fire marked `backfill`, due at now plus the deployment's jitter, with its
+    run's id fixed at once; the fire path runs it like a scheduled fire (also while the deployment
+    is paused) and its run's trigger_context says `"backfill": true`. The fire's uniqueness per
+    occurrence means an occurrence that has a run, or a fire still to run, is never run again; one
+    whose fire was skipped (the deployment was paused then) gets that fire back. Bounded by
+    BACKFILL_MAX_RANGE_DAYS and BACKFILL_MAX_RUNS, and by the runs left under schedule.max_runs.
+    Refused on archived and manual-only deployments.
+    """
+    from deployments_app.errors import DeploymentArchived
+
+    now = now or timezone.now()
+    if start < BACKFILL_EPOCH:
+        raise InvalidRequest("start: must be after 1970-01-01T00:00:00Z")
+    if end <= start:
+        raise InvalidRequest("end: must be after start")
+    if end > now:
+        raise InvalidRequest("end: must not be in the future (a backfill runs past occurrences; the schedule runs the "
+                             "coming ones)")
+    max_days = settings.BACKFILL_MAX_RANGE_DAYS
+    if end - start > timedelta(days=max_days):
+        raise InvalidRequest(f"end: a backfill spans at most {max_days} days (BACKFILL_MAX_RANGE_DAYS); split the range")
+    limit = settings.BACKFILL_MAX_RUNS
+    with transaction.atomic():
+        locked = Deployment.objects.select_for_update().get(pk=deployment.pk)
+        if locked.is_archived:
+            raise DeploymentArchived(locked.pk)
+        if not locked.has_schedule:
+            raise InvalidRequest(f"deployment {locked.pk} has no schedule: there are no occurrences to backfill")
+        options = locked.schedule_options
+        last = end - timedelta(microseconds=1)  # occurrences are whole seconds: t < end
+        options["end_at"] = min(options.get("end_at") or last, last)
+        occurrences = schedule.next_fires(locked.schedule_expression, locked.schedule_timezone,
+                                          start - timedelta(microseconds=1), limit + 1, **options)
+        if len(occurrences) > limit:
+            raise InvalidRequest(f"end: the range holds more than {limit} occurrences; a backfill runs at most "
+                                 f"{limit} (BACKFILL_MAX_RUNS): split the range")
+        existing = {fire.scheduled_at: fire for fire in Fire.objects.filter(deployment=locked,
+                                                                           scheduled_at__in=occurrences)}
+        ran = set(DeploymentRun.objects.filter(fire_id__in=[f.pk for f in existing.values()]).values_list(
+            "fire_id", flat=True))
+        revived = [fire for fire in existing.values() if fire.status == Fire.Status.SKIPPED and fire.pk not in ran]
+        new = [at for at in occurrences if at not in existing]
+        budget = run_budgets([locked]).get(locked.pk) if locked.schedule_max_runs is not None else None
+        if budget is not None and len(new) + len(revived) > budget:
+            raise InvalidRequest(
+                f"end: the range holds {len(new) + len(revived)} occurrences to run but the deployment has "
+                f"{budget} run(s) left under schedule.max_runs (fires already scheduled included)")
+        due = now + jitter_for(locked)
+        fires = [Fire(deployment_id=locked.pk, scheduled_at=at, due_at=due, published_at=now, backfill=True,
+                      run_id=ids.new_id("deployment_run")) for at in new]
+        Fire.objects.bulk_create(fires, ignore_conflicts=True)
+        for fire in revived:
+            fire.status, fire.skip_reason, fire.backfill = Fire.Status.PENDING, "", True
+            fire.due_at, fire.published_at, fire.lease_expires_at = due, now, None
+            fire.run_id = fire.run_id or ids.new_id("deployment_run")
+            fire.save(update_fields=["status", "skip_reason", "backfill", "due_at", "published_at",
+                                     "lease_expires_at", "run_id", "updated_at"])
+        written = list(Fire.objects.filter(pk__in=[f.pk for f in fires] + [f.pk for f in revived]).order_by("scheduled_at"))
+        publish_after_commit([(fire.pk, fire.due_at, fire.deployment_id) for fire in written])
+    logger.info("backfill of %d occurrence(s) scheduled (%d already had a run or a fire)", len(written),
+                len(occurrences) - len(written), extra={"deployment_id": locked.pk})
+    return written
 
 
 def recover(now: datetime | None = None, *, limit: int = 500) -> int:

@@ -21,3 +21,8 @@ def run_list(
 
 def run_get(*, organization, workspace, run_id: str) -> DeploymentRun | None:
     return DeploymentRun.objects.filter(organization=organization, workspace=workspace, pk=run_id).first()
+
+
+def runs_by_id(*, run_ids: list[str]) -> dict[str, DeploymentRun]:
+    """The runs among `run_ids` that are recorded (a fire's run appears once it has its outcome)."""
+    return DeploymentRun.objects.in_bulk([run_id for run_id in run_ids if run_id])

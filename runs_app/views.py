@@ -8,7 +8,8 @@ from core.params import parse_bool, parse_choice, parse_created_filters, parse_i
 from deployments_app.selectors import deployment_get
 from runs_app import selectors
 from runs_app.firing import run_manually
-from runs_app.serializers import run_to_dict
+from runs_app.scheduler import deployment_backfill
+from runs_app.serializers import BackfillInput, backfill_to_dict, run_to_dict
 
 TRIGGER_TYPES = ("schedule", "manual")
 
@@ -69,3 +70,22 @@ class DeploymentRunNowView(APIView):
         return Response(run_to_dict(result.run))
 
 
+
+
+class DeploymentBackfillView(APIView):
+    @extend_schema(
+        operation_id="deployments_backfill",
+        summary="Backfill a deployment's past occurrences",
+        description="Runs the deployment's occurrences with start <= t < end now, each once (an occurrence that "
+        "already has a run is not run again), spread by its jitter; also while paused. Answers the runs it "
+        "scheduled, earliest first: a run still to happen has neither session_id nor error yet.",
+    )
+    def post(self, request, deployment_id):
+        deployment = deployment_get(
+            organization=request.user.organization, workspace=request.user.workspace, deployment_id=deployment_id
+        )
+        serializer = BackfillInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        fires = deployment_backfill(deployment=deployment, **serializer.validated_data)
+        runs = selectors.runs_by_id(run_ids=[fire.run_id for fire in fires])
+        return Response(backfill_to_dict(fires, runs, deployment))

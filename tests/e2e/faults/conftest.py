@@ -1,8 +1,8 @@
 """Fixtures of the fault-injection suite, and the report it leaves behind.
 
 Every scenario prints one figures line and appends it to $E2E_LOG_DIR/fault-figures.log. With
-WRITE_RELIABILITY_DOC=1, a session in which every scenario ran and passed rewrites
-docs/reliability.md from those lines (plain CI runs leave the tree alone).
+WRITE_RELIABILITY_DOC=1, a session in which every scenario ran and passed (the remote ones too)
+rewrites docs/reliability.md from those lines (plain CI runs leave the tree alone).
 """
 
 import fcntl
@@ -45,6 +45,43 @@ SCENARIOS = {
     "are stopped; they stay down until 2 s past M+1 (catch-up window 20 s): M, now older than the window, must "
     "be skipped and counted in `missed_fires` (exactly once per deployment), M+1 must fire exactly once.",
 }
+
+REMOTE_SCENARIOS = {
+    "R1 baseline": "scenario 1: no fault.",
+    "R2 pool child SIGKILL": "every second, a pool process whose claimed fires' session requests are at the "
+    "proxy (0.3 s per call here) is SIGKILLed, at least 3 times: the upstream creates those sessions all the same, "
+    "and the fires claimed again must get them back.",
+    "R3 worker SIGKILL": "scenario 3, once a quarter of the burst is recorded (the first remote fire of a pool "
+    "process waits seconds for the SDK to be imported: at the burst's middle the workers may not have started yet).",
+    "R4 Redis restart": "scenario 4, once a quarter of the burst is recorded.",
+    "R5a two schedulers": "scenario 5a: two scheduler processes at once.",
+    "R6 PostgreSQL down 20 s": "scenario 6, once a quarter of the burst is recorded; the upstream shares this "
+    "PostgreSQL, so it answers 5xx meanwhile.",
+    "R7 platform faults at the proxy": "proxy rules, one per plan, select 15–20% of fires by a salted hash of their "
+    "Idempotency-Key (salts chosen once the fires are written, so every plan hits fires of its own): 429 with "
+    "`retry-after`, 500, 502, 503, a connection reset, a hung connection, an answer lost after the session was "
+    "created (alone, and after a 529), every attempt failing; each fire's outcome and its number of upstream calls "
+    "are checked.",
+}
+
+REMOTE_INTRO = """
+## Remote platform
+
+The same scenarios with the workers in remote mode (`SESSION_GATEWAY=anthropic`,
+`tests/e2e/faults/test_remote_faults.py`): the remote platform is a second live instance of this
+service (built-in platform, its own gunicorn process), reached through the latency and fault
+proxy `upstream_sim.proxy` ({latency}) with the organization's own upstream
+credentials; the workers wait {timeout} s for an upstream answer. Sessions are counted on the upstream
+(rows of the upstream organization, `idempotency_key` = fire id) and calls at the proxy: besides
+the invariants above, no session in our own platform tables, every upstream call keyed by a fire,
+and each fire recorded as `session_rate_limited_error` made exactly one upstream
+`POST /v1/sessions` call.
+
+{scenarios}
+
+| scenario | figures | date (UTC) | machine |
+|---|---|---|---|
+"""
 
 INTRO = """\
 # Reliability under faults
@@ -157,6 +194,7 @@ def _machine() -> str:
 
 def write_reliability_doc() -> None:
     from tests.e2e.faults.harness import GRACE, LEASE, MAX_JITTER
+    from tests.e2e.faults.remote import JITTER, LATENCY, UPSTREAM_TIMEOUT
 
     machine = _machine()
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M")
@@ -164,6 +202,12 @@ def write_reliability_doc() -> None:
     text = INTRO.format(jitter=MAX_JITTER, lease=LEASE, grace=GRACE, scenarios=scenarios)
     latest = {figures.scenario: figures for figures in RESULTS}
     for name in SCENARIOS:
+        text += f"| {name} | {latest[name].line()} | {date} | {machine} |\n"
+    text += REMOTE_INTRO.format(
+        latency=f"{LATENCY * 1000 + JITTER * 500:.0f} ms ± {JITTER * 500:.0f} ms per request", timeout=UPSTREAM_TIMEOUT,
+        scenarios="\n".join(f"- **{name}** — {about}" for name, about in REMOTE_SCENARIOS.items()),
+    )
+    for name in REMOTE_SCENARIOS:
         text += f"| {name} | {latest[name].line()} | {date} | {machine} |\n"
     DOC.parent.mkdir(parents=True, exist_ok=True)
     DOC.write_text(text)
@@ -178,5 +222,6 @@ def pytest_terminal_summary(terminalreporter):
 
 def pytest_sessionfinish(session, exitstatus):
     ran = {figures.scenario for figures in RESULTS}
-    if os.environ.get("WRITE_RELIABILITY_DOC") == "1" and ran >= set(SCENARIOS) and exitstatus == 0:
+    every = set(SCENARIOS) | set(REMOTE_SCENARIOS)
+    if os.environ.get("WRITE_RELIABILITY_DOC") == "1" and ran >= every and exitstatus == 0:
         write_reliability_doc()

@@ -93,16 +93,21 @@ class Burst:
 
 
 def create_burst(
-    tenant, n: int, anchor: datetime, *, expression: str | None = None, jitter: tuple[float, float] = (0.0, 1.0)
+    tenant, n: int, anchor: datetime, *, expression: str | None = None, jitter: tuple[float, float] = (0.0, 1.0),
+    references: tuple[str, int, str] | None = None,
 ) -> Burst:
-    """`n` deployments due at `anchor`, their jitter fractions spread evenly over `jitter`."""
+    """`n` deployments due at `anchor`, their jitter fractions spread evenly over `jitter`.
+    `references`: (agent id, agent version, environment id) that exist on a remote platform; by
+    default a new agent and environment of the built-in platform."""
     low, high = jitter
-    agent = make_agent(tenant)
-    environment = make_environment(tenant)
+    if references is None:
+        agent = make_agent(tenant)
+        references = (agent.id, agent.latest_version, make_environment(tenant).id)
+    agent_id, agent_version, environment_id = references
     rows = [
         Deployment(
             organization=tenant.organization, workspace=tenant.workspace, name=f"burst {i}",
-            agent_id=agent.id, agent_version=agent.latest_version, environment_id=environment.id,
+            agent_id=agent_id, agent_version=agent_version, environment_id=environment_id,
             initial_events=[USER_MESSAGE], schedule_expression=expression or f"{anchor.minute} * * * *",
             schedule_timezone="UTC", next_fire_at=anchor, jitter_fraction=low + (high - low) * (i + 0.5) / n,
         )
@@ -308,10 +313,11 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
 
 def measure(
     scenario: str, *, expected: set[tuple[str, datetime]], fault_cleared_at: datetime | None, last_due: datetime,
-    notes: dict | None = None,
+    notes: dict | None = None, sessions=None,
 ) -> Figures:
     """Count what happened, from the database only. Recovery time: from the fault being cleared
-    (or the last due time, if later) to the last run recorded."""
+    (or the last due time, if later) to the last run recorded. `sessions`: the platform's sessions
+    to hold the runs against (a queryset; by default every session of the built-in platform)."""
     runs = list(
         DeploymentRun.objects.filter(trigger_type="schedule").values(
             "deployment_id", "scheduled_at", "session_id", "started_at", "created_at", "fire_id", "fire__due_at"
@@ -319,7 +325,7 @@ def measure(
     )
     per_occurrence = Counter((run["deployment_id"], run["scheduled_at"]) for run in runs)
     per_session = Counter(run["session_id"] for run in runs if run["session_id"])
-    sessions = list(Session.objects.values("id", "idempotency_key"))
+    sessions = list((Session.objects.all() if sessions is None else sessions).values("id", "idempotency_key"))
     per_key = Counter(session["idempotency_key"] for session in sessions)
     orphans = [session for session in sessions if session["id"] not in per_session]
     key_of = {session["id"]: session["idempotency_key"] for session in sessions}

@@ -21,6 +21,19 @@ def use_django_logging(**kwargs):
     logging.config.dictConfig(settings.LOGGING)
 
 
+@signals.worker_init.connect
+def warm_the_gateway(**kwargs):
+    """Build the session gateway in the worker's main process, before the pool forks: its imports
+    (the SDK of a remote platform: seconds on a busy machine) are then inherited by every pool
+    process instead of being paid by each one on its first fire, late."""
+    import django
+
+    django.setup()
+    from gateways import get_gateway
+
+    get_gateway().warm()
+
+
 @signals.worker_process_shutdown.connect
 def forget_dead_pool_process(pid=None, **kwargs):
     """A pool process is gone: drop its live gauge files so /metrics stops adding them up

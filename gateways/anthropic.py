@@ -141,6 +141,13 @@ class AnthropicGateway(SessionGateway):
             http_client=anthropic.DefaultHttpxClient(limits=limits),
         )
 
+    def warm(self) -> None:
+        # The SDK loads each resource's module (and its response models) on first use.
+        client = anthropic.Anthropic(api_key="warm-up", base_url=PUBLIC_API, max_retries=0)
+        beta = client.beta
+        _ = (beta.sessions, beta.agents, beta.environments, beta.vaults)
+        client.close()
+
     # --- references -------------------------------------------------------------------------------
 
     def resolve_references(

@@ -123,6 +123,10 @@ class SessionGateway:
         not be stopped}. Raises GatewayUnavailable when the platform cannot be reached."""
         raise NotImplementedError
 
+    def warm(self) -> None:
+        """Import and build now what the first request would (called once in a worker's main
+        process, before its pool forks). Opens no connection and starts no thread."""
+
     def agent_names(self, agent_ids: list[str]) -> dict[str, str]:
         """Display names of agents (their latest version's name) where this platform knows them
         without a call per agent; the admin shows bare ids for the others."""

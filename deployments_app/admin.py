@@ -1,9 +1,10 @@
 """The deployments admin: what an operator needs to run the service.
 
 Pages are read-only; every state change goes through the same services as the API
-(`deployment_pause`, `deployment_unpause`, `deployment_archive`, `run_manually`), as changelist
-actions or as buttons on a deployment's page, so the same rules hold (an archived deployment
-cannot be unpaused, the firing state stays right) and refusals are shown as messages.
+(`deployment_pause`, `deployment_unpause`, `deployment_archive`, `run_manually`,
+`deployment_update` for the scheduling policies, `deployment_backfill`), as changelist actions or
+as buttons on a deployment's page, so the same rules hold (an archived deployment cannot be
+unpaused, the firing state stays right) and refusals are shown as messages.
 
 `resource_secrets` (encrypted write-only credentials) is never displayed or searched.
 """
@@ -12,6 +13,7 @@ import json
 import zoneinfo
 from datetime import datetime, timezone as dt_timezone
 
+from django import forms
 from django.contrib import admin, messages
 from django.core.paginator import Paginator
 from django.db.models import OuterRef, Subquery
@@ -21,6 +23,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from rest_framework.exceptions import ValidationError
 
 from core.errors import ApiError
 from deployments_app import schedule as cron
@@ -118,6 +121,124 @@ def pretty_json(value):
         return "—"
     return format_html('<pre style="margin:0;white-space:pre-wrap">{}</pre>',
                        json.dumps(value, indent=2, ensure_ascii=False))
+
+
+DST_FOLD_WORDS = {
+    "both": "both: a local time that happens twice fires twice (the hosted API's rule)",
+    "first": "first: a local time that happens twice fires once, at its first instant",
+    "last": "last: a local time that happens twice fires once, at its last instant",
+}
+OVERLAP_WORDS = {
+    "allow": "allow: every fire starts a session, whatever the previous one is doing",
+    "skip": "skip: while the previous run's session still runs, a fire records previous_run_active_error and "
+            "starts nothing",
+    "cancel_previous": "cancel previous: a fire first stops the previous run's session if it still runs",
+}
+
+
+def policy_summary(obj: Deployment) -> str:
+    """The policies in use, in a few words, for the list."""
+    parts = []
+    if obj.schedule_start_at or obj.schedule_end_at:
+        parts.append("window")
+    if obj.schedule_max_runs is not None:
+        parts.append(f"{obj.runs_remaining} of {obj.schedule_max_runs} runs left")
+    if obj.schedule_dst_fold != Deployment.DstFold.BOTH:
+        parts.append(f"DST: {obj.schedule_dst_fold}")
+    if obj.policy_overlap != Deployment.Overlap.ALLOW:
+        parts.append(f"overlap: {obj.policy_overlap.replace('_', ' ')}")
+    if obj.policy_pause_after_failures is not None:
+        parts.append(f"pause after {obj.policy_pause_after_failures} failures")
+    return " · ".join(parts)
+
+
+def repeated_note(note, dst_fold: str) -> str:
+    """What a repeated local time does under the deployment's fold policy, and under the others."""
+    first, second = (f"{at.astimezone(dt_timezone.utc):%H:%M} UTC" for at in note.instants)
+    fires = note.fires if note.fires is not None else note.instants
+    shown = " and ".join(f"{at.astimezone(dt_timezone.utc):%H:%M} UTC" for at in fires)
+    doing = {2: f"fires twice, at {shown}", 1: f"fires once, at {shown}", 0: "does not fire (outside the active window)"}
+    head = f"{note.date:%a %d %b %Y} {note.local_time}: happens twice (clocks fall back) — {doing[len(fires)]}"
+    return (f"{head} [dst_fold {dst_fold}; with both: {first} and {second}, with first: {first} only, "
+            f"with last: {second} only]")
+
+
+# --- forms: the scheduling policies and backfill ---------------------------------------------------
+
+_TIMESTAMP_HELP = "RFC 3339 with a time zone, e.g. 2027-01-01T00:00:00Z"
+
+
+class PolicyForm(forms.Form):
+    """The scheduling policies, turned into the API's `schedule` (the current cron expression and
+    time zone, with the extensions; only for a scheduled deployment) and `policy`, and checked by
+    the API's own input serializer, so the admin accepts exactly what the API accepts."""
+
+    start_at = forms.CharField(required=False, help_text=f"No fire before this instant; empty: always. {_TIMESTAMP_HELP}")
+    end_at = forms.CharField(required=False, help_text=f"No fire after this instant; empty: no end. {_TIMESTAMP_HELP}")
+    max_runs = forms.IntegerField(required=False, min_value=1, help_text="Archive after this many scheduled runs "
+                                  "(counting starts again when it changes); empty: no limit")
+    dst_fold = forms.ChoiceField(choices=list(DST_FOLD_WORDS.items()), label="DST fold policy")
+    overlap = forms.ChoiceField(choices=list(OVERLAP_WORDS.items()))
+    pause_after_failures = forms.IntegerField(required=False, min_value=1, max_value=1000,
+                                              help_text="Pause after this many failed scheduled runs in a row; "
+                                              "empty: never")
+    SCHEDULE_FIELDS = ("start_at", "end_at", "max_runs", "dst_fold")
+
+    def __init__(self, data=None, *, deployment: Deployment):
+        def shown(at):
+            return at.astimezone(dt_timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if at else ""
+
+        initial = {"start_at": shown(deployment.schedule_start_at), "end_at": shown(deployment.schedule_end_at),
+                   "max_runs": deployment.schedule_max_runs, "dst_fold": deployment.schedule_dst_fold,
+                   "overlap": deployment.policy_overlap, "pause_after_failures": deployment.policy_pause_after_failures}
+        super().__init__(data, initial=initial)
+        self.schedule = None
+        if deployment.has_schedule:
+            self.schedule = {"type": "cron", "expression": deployment.schedule_expression,
+                             "timezone": deployment.schedule_timezone}
+        else:  # a manual-only deployment has a policy but no schedule to refine
+            for name in self.SCHEDULE_FIELDS:
+                del self.fields[name]
+        self.update = {}
+
+    def clean(self):
+        from core.errors import format_validation_detail
+        from deployments_app.serializers import DeploymentUpdateInput
+
+        data = super().clean()
+        if self.errors:
+            return data
+        body = {"policy": {"overlap": data["overlap"], "pause_after_failures": data.get("pause_after_failures")}}
+        if self.schedule is not None:
+            body["schedule"] = {**self.schedule, "start_at": data.get("start_at") or None,
+                                "end_at": data.get("end_at") or None, "max_runs": data.get("max_runs"),
+                                "dst_fold": data["dst_fold"]}
+        serializer = DeploymentUpdateInput(data=body)
+        if serializer.is_valid():
+            self.update = dict(serializer.validated_data)
+        else:
+            for message in format_validation_detail(serializer.errors):
+                self.add_error(None, message)
+        return data
+
+
+class BackfillForm(forms.Form):
+    start = forms.CharField(help_text=f"The first instant of the range (included). {_TIMESTAMP_HELP}")
+    end = forms.CharField(help_text=f"The end of the range (excluded; not in the future). {_TIMESTAMP_HELP}")
+
+    def clean(self):
+        from core.errors import format_validation_detail
+        from deployments_app.serializers import Rfc3339Field
+
+        data = super().clean()
+        for name in ("start", "end"):
+            if data.get(name):
+                try:
+                    data[name] = Rfc3339Field().to_internal_value(data[name])
+                except ValidationError as exc:
+                    for message in format_validation_detail({name: exc.detail}):
+                        self.add_error(None, message)
+        return data
 
 
 # --- filters ----------------------------------------------------------------------------------------
@@ -234,6 +355,8 @@ DETAIL_FIELDSETS = (
     (None, {"fields": ("id", "name", "description", "organization", "workspace", "status_label")}),
     ("Schedule", {"fields": ("schedule_words", "next_fires", "dst_effects", "last_run_at", "missed_fires",
                              "jitter_seconds")}),
+    ("Scheduling policies", {"fields": ("active_window", "run_limit", "dst_fold_display", "overlap_display",
+                                        "failure_threshold")}),
     ("What it runs", {"fields": ("agent_id", "agent_version", "environment_id", "initial_events_readable",
                                  "resources_display", "vault_ids", "metadata_display", "budget_display")}),
     ("Record", {"fields": ("archived_at", "created_at", "updated_at")}),
@@ -255,7 +378,7 @@ class DeploymentAdmin(admin.ModelAdmin):
     readonly_fields = DETAIL_READONLY
     exclude = ("resource_secrets",)
     inlines = [RunInline]
-    actions = ["pause", "unpause", "archive", "run_now"]
+    actions = ["pause", "unpause", "archive", "run_now", "backfill"]
     change_form_template = "admin/deployments_app/deployment/change_form.html"
 
     # --- permissions: pages are read-only; actions need the change permission -------------------------
@@ -306,8 +429,12 @@ class DeploymentAdmin(admin.ModelAdmin):
             words = cron.describe(obj.schedule_expression)
         except cron.ScheduleError:
             words = "invalid schedule"
-        return format_html('{}<br><code style="color:#6e7781">{} ({})</code>', words, obj.schedule_expression,
-                           obj.schedule_timezone)
+        shown = format_html('{}<br><code style="color:#6e7781">{} ({})</code>', words, obj.schedule_expression,
+                            obj.schedule_timezone)
+        policies = policy_summary(obj)
+        if policies:
+            shown = format_html('{}<br><small style="color:{}">{}</small>', shown, GRAY, policies)
+        return shown
 
     @admin.display(description="next fire", ordering="next_fire_at")
     def next_fire(self, obj: Deployment):
@@ -350,8 +477,16 @@ class DeploymentAdmin(admin.ModelAdmin):
             return "manual only: runs only when asked"
         if obj.is_archived:
             return "none: archived"
-        instants = cron.next_fires(obj.schedule_expression, obj.schedule_timezone, timezone.now(), UPCOMING)
+        remaining = obj.runs_remaining
+        count = UPCOMING if remaining is None else min(UPCOMING, remaining)
+        instants = cron.next_fires(obj.schedule_expression, obj.schedule_timezone, timezone.now(), count,
+                                   **obj.schedule_options) if count else []
+        if not instants:
+            return "none: " + ("no runs left under the run limit" if remaining == 0 else "the active window has ended"
+                               if obj.schedule_end_at is not None else "the schedule never fires again")
         note = " (paused: what it would do if unpaused)" if obj.status == Deployment.Status.PAUSED else ""
+        if remaining is not None and len(instants) == remaining:
+            note += " — then the run limit is reached and the deployment archives itself"
         rows = format_html_join("", "<li>{}</li>", ((local_and_utc(at, obj.schedule_timezone),) for at in instants))
         return format_html('<ol style="margin:0;padding-left:1.2em">{}</ol>{}', rows, note)
 
@@ -359,7 +494,7 @@ class DeploymentAdmin(admin.ModelAdmin):
     def dst_effects(self, obj: Deployment):
         if not obj.has_schedule:
             return "—"
-        notes = cron.dst_notes(obj.schedule_expression, obj.schedule_timezone, timezone.now())
+        notes = cron.dst_notes(obj.schedule_expression, obj.schedule_timezone, timezone.now(), **obj.schedule_options)
         if not notes:
             return "no effect: every matching local time happens exactly once"
         lines = []
@@ -368,10 +503,40 @@ class DeploymentAdmin(admin.ModelAdmin):
                 lines.append((f"{note.date:%a %d %b %Y} {note.local_time}: does not exist (clocks spring forward) — "
                               "no fire that day",))
             else:
-                instants = " and ".join(f"{at.astimezone(dt_timezone.utc):%H:%M} UTC" for at in note.instants)
-                lines.append((f"{note.date:%a %d %b %Y} {note.local_time}: happens twice (clocks fall back) — "
-                              f"fires twice, at {instants}",))
+                lines.append((repeated_note(note, obj.schedule_dst_fold),))
         return format_html('<ul style="margin:0;padding-left:1.2em">{}</ul>', format_html_join("", "<li>{}</li>", lines))
+
+    # --- scheduling policies (README "Scheduling policies") ---------------------------------------------
+
+    @admin.display(description="active window")
+    def active_window(self, obj: Deployment):
+        if obj.schedule_start_at is None and obj.schedule_end_at is None:
+            return "unbounded"
+        start = local_and_utc(obj.schedule_start_at, obj.schedule_timezone) if obj.schedule_start_at else "always"
+        end = local_and_utc(obj.schedule_end_at, obj.schedule_timezone) if obj.schedule_end_at else "no end"
+        return f"from {start} until {end}"
+
+    @admin.display(description="run limit")
+    def run_limit(self, obj: Deployment):
+        if obj.schedule_max_runs is None:
+            return "none"
+        return (f"{obj.schedule_max_runs} scheduled runs, {obj.runs_counted} counted, {obj.runs_remaining} left "
+                "(then the deployment archives itself; fires skipped for overlap do not count)")
+
+    @admin.display(description="DST fold policy")
+    def dst_fold_display(self, obj: Deployment):
+        return DST_FOLD_WORDS[obj.schedule_dst_fold]
+
+    @admin.display(description="overlap")
+    def overlap_display(self, obj: Deployment):
+        return OVERLAP_WORDS[obj.policy_overlap]
+
+    @admin.display(description="failure threshold")
+    def failure_threshold(self, obj: Deployment):
+        if obj.policy_pause_after_failures is None:
+            return "none"
+        return (f"pause after {obj.policy_pause_after_failures} failed scheduled runs in a row "
+                f"({obj.consecutive_failures} so far)")
 
     @admin.display(description="jitter")
     def jitter_seconds(self, obj: Deployment):
@@ -457,6 +622,45 @@ class DeploymentAdmin(admin.ModelAdmin):
                                                        link, run.pk, run.error_type, run.error_message or ""),
                                   messages.WARNING)
 
+    @admin.action(description="Backfill selected deployments (asks for the time range)", permissions=["operate"])
+    def backfill(self, request, queryset):
+        deployments = list(queryset)
+        form = BackfillForm(request.POST if request.POST.get("post") == "yes" else None)
+        if form.is_bound and form.is_valid():
+            for deployment in deployments:
+                self._backfill(request, deployment, form.cleaned_data)
+            return None
+        return self._backfill_page(request, deployments, form)
+
+    def _backfill(self, request, deployment: Deployment, data: dict) -> None:
+        from runs_app.scheduler import deployment_backfill
+
+        try:
+            fires = deployment_backfill(deployment=deployment, start=data["start"], end=data["end"])
+        except ApiError as exc:
+            self.message_user(request, f"{deployment.name} ({deployment.pk}): {exc.message}", messages.ERROR)
+            return
+        self.log_change(request, deployment, f"Backfill through the admin: {len(fires)} occurrence(s)")
+        if fires:
+            self.message_user(request, f"{deployment.name}: backfill of {len(fires)} occurrence(s) scheduled, from "
+                              f"{fires[0].scheduled_at:%Y-%m-%d %H:%M} to {fires[-1].scheduled_at:%Y-%m-%d %H:%M} UTC; "
+                              "their runs appear in the run history as they happen.", messages.SUCCESS)
+        else:
+            self.message_user(request, f"{deployment.name}: nothing to backfill — every occurrence of the range "
+                              "already has a run or a fire.", messages.INFO)
+
+    def _backfill_page(self, request, deployments, form, *, single: bool = False):
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Backfill deployments",
+            "opts": self.model._meta,
+            "deployments": deployments,
+            "single": single,
+            "form": form,
+            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(request, "admin/deployments_app/deployment/backfill_form.html", context)
+
     def _archive_confirmation(self, request, deployments, *, single: bool = False):
         context = {
             **self.admin_site.each_context(request),
@@ -480,8 +684,53 @@ class DeploymentAdmin(admin.ModelAdmin):
         return [
             path("<path:object_id>/do/<str:action>/", self.admin_site.admin_view(self.object_action_view),
                  name="deployments_app_deployment_do"),
+            path("<path:object_id>/policies/", self.admin_site.admin_view(self.policies_view),
+                 name="deployments_app_deployment_policies"),
+            path("<path:object_id>/backfill/", self.admin_site.admin_view(self.backfill_view),
+                 name="deployments_app_deployment_backfill"),
             *super().get_urls(),
         ]
+
+    def _operable(self, request, object_id: str) -> Deployment:
+        from django.core.exceptions import PermissionDenied
+
+        if not self.has_operate_permission(request):
+            raise PermissionDenied
+        return get_object_or_404(Deployment, pk=object_id)
+
+    def backfill_view(self, request, object_id: str):
+        deployment = self._operable(request, object_id)
+        form = BackfillForm(request.POST if request.method == "POST" else None)
+        if form.is_bound and form.is_valid():
+            self._backfill(request, deployment, form.cleaned_data)
+            return HttpResponseRedirect(reverse("admin:deployments_app_deployment_change", args=[deployment.pk]))
+        return self._backfill_page(request, [deployment], form, single=True)
+
+    def policies_view(self, request, object_id: str):
+        """Edit the scheduling policies: one `deployment_update`, validated as the API validates them."""
+        deployment = self._operable(request, object_id)
+        back = reverse("admin:deployments_app_deployment_change", args=[deployment.pk])
+        if deployment.is_archived:
+            self.message_user(request, DeploymentArchived(deployment.pk).message, messages.ERROR)
+            return HttpResponseRedirect(back)
+        form = PolicyForm(request.POST if request.method == "POST" else None, deployment=deployment)
+        if form.is_bound and form.is_valid():
+            try:
+                services.deployment_update(deployment=deployment, data=form.update)
+            except ApiError as exc:
+                form.add_error(None, exc.message)
+            else:
+                self.log_change(request, deployment, "Scheduling policies changed through the admin")
+                self.message_user(request, "Scheduling policies saved.", messages.SUCCESS)
+                return HttpResponseRedirect(back)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Scheduling policies of {deployment.name}",
+            "opts": self.model._meta,
+            "original": deployment,
+            "form": form,
+        }
+        return TemplateResponse(request, "admin/deployments_app/deployment/policies_form.html", context)
 
     def object_action_view(self, request, object_id: str, action: str):
         from django.core.exceptions import PermissionDenied

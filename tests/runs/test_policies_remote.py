@@ -150,7 +150,7 @@ def test_overlap_skip_asks_the_remote_platform(remote, tenant, settings):
     _remote_tenant, client, gateway = remote
     agent = client.beta.agents.create(name="remote agent", model="claude-sonnet-4-6")
     environment = client.beta.environments.create(name="remote env")
-    deployment = Deployment.objects.create(
+    Deployment.objects.create(
         organization=tenant.organization, workspace=tenant.workspace, name="remote run", agent_id=agent.id,
         agent_version=1, environment_id=environment.id, initial_events=[USER_MESSAGE], schedule_expression="* * * * *",
         schedule_timezone="UTC", next_fire_at=datetime(2026, 11, 23, 10, 0, tzinfo=UTC), jitter_fraction=0.0,

@@ -130,6 +130,16 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("POST", "/v1/deployments/{deployment_id}/run"): Operation(
         "deployments_run", DEPLOYMENTS, "Run a deployment now", "DeploymentRun",
     ),
+    ("POST", "/v1/deployments/{deployment_id}/backfill"): Operation(
+        "deployments_backfill", DEPLOYMENTS, "Backfill a deployment's past occurrences", "DeploymentRun", many=True,
+        request="BackfillRequest",
+        description="An extension of this service (README: Scheduling policies). Runs the deployment's occurrences "
+        "with `start <= t < end` now, each once (an occurrence that already has a run, or a fire still to run, is not "
+        "run again), spread by its jitter, also while paused; refused on archived deployments. Answers the runs it "
+        "scheduled, earliest first, each with `trigger_context.backfill: true`; a run still to happen has neither "
+        "`session_id` nor `error` yet and can be retrieved by id once it has its outcome. The range is at most "
+        "BACKFILL_MAX_RANGE_DAYS long and holds at most BACKFILL_MAX_RUNS occurrences.",
+    ),
     ("POST", "/v1/deployments/schedule_preview"): Operation(
         "deployments_schedule_preview", DEPLOYMENTS, "Preview a cron schedule", "SchedulePreview",
         request="SchedulePreviewRequest",
@@ -311,6 +321,90 @@ def _our_event_types(components: dict) -> None:
         components[name]["properties"]["enabled_events"]["items"] = {"type": "string", "enum": list(EVENT_TYPES)}
 
 
+# --- scheduling policies: this service's extensions of the SDK's deployment shapes -----------------------
+
+_EXTENSION = "An extension of this service (README: Scheduling policies); absent = the hosted API's behaviour."
+_TIMESTAMP_OR_NULL = {"anyOf": [{"type": "string", "format": "date-time"}, {"type": "null"}]}
+_DST_FOLD = {"type": "string", "enum": ["both", "first", "last"], "default": "both",
+             "description": "What a local time that happens twice (a fall-back) does: fire at both instants, the "
+             "first or the last. " + _EXTENSION}
+_SCHEDULE_EXTENSIONS = {
+    "start_at": {**_TIMESTAMP_OR_NULL, "description": "No fire before this instant (null: unbounded). " + _EXTENSION},
+    "end_at": {**_TIMESTAMP_OR_NULL, "description": "No fire after this instant; must be after start_at (null: "
+               "unbounded). " + _EXTENSION},
+    "max_runs": {"anyOf": [{"type": "integer", "minimum": 1, "maximum": 2**31 - 1}, {"type": "null"}],
+                 "description": "After this many scheduled runs the deployment archives itself; a fire skipped for "
+                 "overlap does not count; changing it starts the count again (null: unbounded). " + _EXTENSION},
+    "dst_fold": _DST_FOLD,
+}
+_OVERLAP = {"type": "string", "enum": ["allow", "skip", "cancel_previous"], "default": "allow",
+            "description": "While the previous run's session still runs: start another (allow), record a run with "
+            "`previous_run_active_error` and no session (skip), or stop it first (cancel_previous)."}
+_PAUSE_AFTER = {"anyOf": [{"type": "integer", "minimum": 1, "maximum": 1000}, {"type": "null"}], "default": None,
+                "description": "Pause after this many failed scheduled runs in a row (null: never)."}
+
+
+def _run_error(error_type: str, description: str) -> dict:
+    return {"type": "object", "additionalProperties": True, "description": description, "required": ["message", "type"],
+            "properties": {"message": {"type": "string"}, "type": {"type": "string", "const": error_type}}}
+
+
+def _scheduling_policy_extensions(components: dict) -> None:
+    """Document the extensions where the SDK's shapes are: the schedule's window, run limit and DST
+    fold policy, the deployment's `policy`, the backfill flag of a schedule trigger, and the run
+    errors the policies and the fire path add to the SDK's."""
+    components["DeploymentPolicyParams"] = {
+        "type": "object", "additionalProperties": False, "description": _EXTENSION + " Omitted keys take their defaults.",
+        "properties": {"overlap": _OVERLAP, "pause_after_failures": _PAUSE_AFTER},
+    }
+    components["DeploymentPolicy"] = {
+        "type": "object", "additionalProperties": True, "required": ["overlap", "pause_after_failures"],
+        "description": _EXTENSION + " Returned when it differs from its defaults.",
+        "properties": {"overlap": _OVERLAP, "pause_after_failures": _PAUSE_AFTER},
+    }
+    components["BackfillRequest"] = {
+        "type": "object", "additionalProperties": False, "required": ["start", "end"],
+        "properties": {
+            "start": {"type": "string", "format": "date-time", "description": "The first instant of the range (included)."},
+            "end": {"type": "string", "format": "date-time",
+                    "description": "The end of the range (excluded); after start and not in the future."},
+        },
+    }
+    components["PreviousRunActiveRunError"] = _run_error(
+        "previous_run_active_error", "The fire was skipped: the previous run's session was still running "
+        "(policy.overlap skip, or cancel_previous when it could not be stopped). " + _EXTENSION)
+    components["ServiceUnavailableRunError"] = _run_error(
+        "service_unavailable_error", "The session platform could not be reached after a few quick retries.")
+    components["BetaManagedAgentsScheduleParams"]["properties"].update(_SCHEDULE_EXTENSIONS)
+    schedule = components["BetaManagedAgentsSchedule"]["properties"]
+    schedule.update(_SCHEDULE_EXTENSIONS)
+    schedule["runs_remaining"] = {"type": "integer", "minimum": 0,
+                                  "description": "Scheduled runs left under max_runs (present when it is set). "
+                                  + _EXTENSION}
+    components["BetaManagedAgentsScheduleTriggerContext"]["properties"]["backfill"] = {
+        "type": "boolean", "const": True, "description": "Present on the run of a backfilled occurrence. " + _EXTENSION}
+    for name in ("DeploymentCreateParams", "DeploymentUpdateParams"):
+        components[name]["properties"]["policy"] = {"anyOf": [_ref("DeploymentPolicyParams"), {"type": "null"}],
+                                                    "description": _EXTENSION + " null: the defaults."}
+    components["Deployment"]["properties"]["policy"] = _ref("DeploymentPolicy")
+    run_errors = components["DeploymentRun"]["properties"]["error"]["anyOf"]
+    run_errors[-1:-1] = [_ref("PreviousRunActiveRunError"), _ref("ServiceUnavailableRunError")]
+    paused = components["BetaManagedAgentsErrorDeploymentPausedReason"]["properties"]
+    # policy.pause_after_failures pauses on any failed run's error, not only the SDK's pausing ones.
+    paused["error"]["anyOf"] += [_ref(name) for name in (
+        "BetaManagedAgentsSessionRateLimitedRunErrorObject", "BetaManagedAgentsSessionCreationRejectedRunErrorObject",
+        "BetaManagedAgentsUnknownRunErrorObject", "ServiceUnavailableRunError")]
+    paused["consecutive_failures"] = {"type": "integer", "minimum": 1, "description": "Present when "
+                                      "policy.pause_after_failures paused the deployment: its failed runs in a row. "
+                                      + _EXTENSION}
+    for name in ("SchedulePreviewRequest", "SchedulePreview"):  # our own: copied, never changed in place
+        components[name] = copy.deepcopy(components[name])
+    components["SchedulePreviewRequest"]["properties"].update(copy.deepcopy(_SCHEDULE_EXTENSIONS))
+    notes = components["SchedulePreview"]["properties"]["dst_notes"]["items"]["properties"]
+    notes["fires"] = {"type": "array", "items": {"type": "string", "format": "date-time"},
+                      "description": "The instants that fire, present when dst_fold or a window was given."}
+
+
 # SDK params that travel as headers, not in the body.
 _HEADER_PARAMS = ("betas", "workspace_id")
 
@@ -446,6 +540,7 @@ def component_schemas() -> dict[str, dict]:
             page["properties"]["prev_page"] = {"type": ["string", "null"]}
         components[f"{name}Page"] = page
     components.update(LOCAL_SCHEMAS)
+    _scheduling_policy_extensions(components)
     return {name: _strip_titles(schema) for name, schema in components.items()}
 
 

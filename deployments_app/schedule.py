@@ -698,8 +698,8 @@ def next_fires(
         after_s = max(after_s, _ceil_seconds(_bound("start_at", start_at)) - 1)
     end_s = _floor_seconds(_bound("end_at", end_at)) if end_at is not None else None
     out = []
-    if n == 0 or (end_s is not None and end_s <= after_s):
-        return out
+    if n == 0 or (end_s is not None and end_s <= after_s) or after_s >= _year_start(_MAX_YEAR + 1):
+        return out  # (a window opening after the years the engine searches never fires)
     for u in _iter_fires(spec, timezone, after_s, dst_fold):
         if end_s is not None and u > end_s:
             break

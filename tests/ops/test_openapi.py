@@ -200,6 +200,8 @@ def test_real_responses_of_every_operation_match_the_schema(schema, tenant, othe
     assert len(preview["upcoming_runs_at"]) == 3 and preview["dst_notes"]
     check("get", "/v1/deployment_runs", query=f"deployment_id={deployment['id']}&trigger_type=manual&has_error=false")
     check("get", "/v1/deployment_runs/{run_id}", ids)
+    check("post", "/v1/deployments/{deployment_id}/backfill", ids,
+          data={"start": "2026-01-01T00:00:00Z", "end": "2026-01-03T00:00:00Z"})
 
     session = check("post", "/v1/sessions", data={"agent": agent["id"], "environment_id": environment["id"]},
                     HTTP_IDEMPOTENCY_KEY="conformance-1")

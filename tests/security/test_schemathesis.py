@@ -115,6 +115,7 @@ VALID_BODIES = {
         "resources": [REPOSITORY],
     },
     "POST /v1/deployments/schedule_preview": {"expression": "0 2 * * 0", "timezone": "Europe/London", "count": 7},
+    "POST /v1/deployments/{deployment_id}/backfill": {"start": "2026-01-01T00:00:00Z", "end": "2026-01-03T00:00:00Z"},
     "POST /v1/sessions": {
         "agent": seeded("agent_id"),
         "environment_id": seeded("environment_id"),

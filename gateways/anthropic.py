@@ -280,7 +280,10 @@ def _create_session(upstream: _Upstream, request: SessionRequest, lookups: "_Loo
             **({"budget": request.budget} if request.budget else {}),
             extra_headers={"Idempotency-Key": request.idempotency_key},
         )
-        session_id = _session_id(response.json())
+        session_id = _session_id(response)
+    except _Garbled as exc:
+        # The session may well exist: ask again with the same key, which returns it.
+        return SessionOutcome.unavailable(f"{upstream.host}: {exc}")
     except anthropic.RateLimitError as exc:
         return SessionOutcome.failure("session_rate_limited_error", f"session creation was rate-limited: {_message(exc)}")
     except Exception as exc:  # noqa: BLE001 — every failure becomes a typed outcome
@@ -295,10 +298,18 @@ def _create_session(upstream: _Upstream, request: SessionRequest, lookups: "_Loo
     return SessionOutcome.success(session_id)
 
 
-def _session_id(body) -> str:
+class _Garbled(Exception):
+    """A success status whose body is not a session."""
+
+
+def _session_id(response) -> str:
+    try:
+        body = response.json()
+    except ValueError as exc:
+        raise _Garbled("the answer to sessions.create is not JSON") from exc
     session_id = body.get("id") if isinstance(body, dict) else None
     if not isinstance(session_id, str) or not session_id:
-        raise ValueError("the platform's answer to sessions.create has no session id")
+        raise _Garbled("the answer to sessions.create has no session id")
     return session_id
 
 

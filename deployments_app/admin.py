@@ -15,6 +15,7 @@ from datetime import datetime, timezone as dt_timezone
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.core.paginator import Paginator
 from django.db.models import OuterRef, Subquery
 from django.http import HttpResponseRedirect
@@ -696,7 +697,7 @@ class DeploymentAdmin(admin.ModelAdmin):
 
         if not self.has_operate_permission(request):
             raise PermissionDenied
-        return get_object_or_404(Deployment, pk=object_id)
+        return get_object_or_404(Deployment, pk=unquote(object_id))  # the admin's links quote "_" in ids
 
     def backfill_view(self, request, object_id: str):
         deployment = self._operable(request, object_id)

@@ -100,6 +100,14 @@ def test_the_policies_page_refuses_what_the_api_refuses(admin_client, fall_back)
     assert fall_back.schedule_start_at is None and fall_back.schedule_end_at is None
 
 
+def test_the_admins_quoted_ids_reach_the_policy_pages(admin_client, fall_back):
+    from django.contrib.admin.utils import quote
+
+    assert quote(fall_back.pk) != fall_back.pk  # "_" is quoted in the admin's own links
+    assert 'name="overlap"' in page(admin_client, f"{CHANGELIST}{quote(fall_back.pk)}/policies/")
+    assert 'name="start"' in page(admin_client, f"{CHANGELIST}{quote(fall_back.pk)}/backfill/")
+
+
 def test_a_manual_only_deployment_has_only_its_policy(admin_client, tenant, refs):
     agent, environment = refs
     manual = make_deployment(tenant, agent=agent, environment=environment, expression=None)

@@ -300,6 +300,15 @@ def test_window_bounds_are_inclusive_and_the_search_stops_at_the_end():
         datetime(2032, 2, 29, tzinfo=UTC)]
 
 
+def test_a_window_opening_beyond_the_searched_years_never_fires():
+    after = datetime(2026, 1, 1, tzinfo=UTC)
+    assert next_fires("* * * * *", NY, after, 3, start_at=datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)) == []
+    assert next_fires("0 0 1 1 *", "UTC", after, 1, start_at=datetime(9980, 6, 1, tzinfo=UTC)) == [
+        datetime(9981, 1, 1, tzinfo=UTC)]
+    assert next_fires("* * * * *", NY, after, 1, start_at=datetime(1, 1, 1, tzinfo=UTC),
+                      end_at=datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)) == [after + timedelta(minutes=1)]
+
+
 def test_engine_options_are_checked():
     after = datetime(2026, 1, 1, tzinfo=UTC)
     with pytest.raises(ValueError, match="dst_fold"):

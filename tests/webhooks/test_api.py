@@ -172,3 +172,35 @@ def test_a_revoked_or_missing_key_is_refused(db, tenant):
     assert client.get("/v1/organizations/webhooks").status_code == 401
     _, plain = api_key_create(organization=tenant.organization)
     assert webhooks_client(tenant, HTTP_X_API_KEY=plain).get("/v1/organizations/webhooks").status_code == 200
+
+
+@pytest.mark.django_db(transaction=True)
+def test_parallel_creates_stop_at_exactly_32(tenant):
+    """Threads with their own PostgreSQL connections, released together: the organization's row
+    lock counts them one at a time."""
+    import threading
+
+    from django.db import connection
+
+    for i in range(28):
+        services.webhook_endpoint_create(organization=tenant.organization, workspace=None, url=URL,
+                                         enabled_events=ALL_EVENTS, name=f"e{i}")
+    barrier = threading.Barrier(10)
+    statuses: list[int] = []
+
+    def create():
+        try:
+            barrier.wait(timeout=30)
+            response = webhooks_client(tenant).post("/v1/organizations/webhooks",
+                                                    {"url": URL, "enabled_events": ALL_EVENTS}, format="json")
+            statuses.append(response.status_code)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=create) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(statuses) == [200] * 4 + [400] * 6
+    assert WebhookEndpoint.objects.filter(organization=tenant.organization).count() == 32

@@ -157,5 +157,6 @@ def test_backfill_through_the_sdk(sdk, refs):
         assert run.trigger_context.scheduled_at.hour == 9 and start <= run.trigger_context.scheduled_at < end
         assert run.session_id
     assert sdk.beta.deployments.retrieve(deployment.id).status == "paused"
-    assert [run.trigger_context.scheduled_at for run in sdk.beta.deployment_runs.list(deployment_id=deployment.id)] == [
-        datetime(today.year, today.month, today.day, 9, tzinfo=UTC) - timedelta(days=days) for days in (1, 2)]
+    listed = sorted(run.trigger_context.scheduled_at for run in sdk.beta.deployment_runs.list(deployment_id=deployment.id))
+    assert listed == [datetime(today.year, today.month, today.day, 9, tzinfo=UTC) - timedelta(days=days)
+                      for days in (2, 1)]

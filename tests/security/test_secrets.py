@@ -86,9 +86,9 @@ class RecordingGateway(LocalGateway):
     def __init__(self):
         self.requests = []
 
-    def create_session(self, request):
-        self.requests.append(request)
-        return super().create_session(request)
+    def create_sessions(self, requests):
+        self.requests.extend(requests)
+        return super().create_sessions(requests)
 
 
 def text_columns() -> list[tuple[str, str]]:

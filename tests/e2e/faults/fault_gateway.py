@@ -28,7 +28,7 @@ import time
 from django.conf import settings
 from django.db import transaction
 
-from gateways.base import GatewayUnavailable, SessionGateway, SessionOutcome, SessionRequest
+from gateways.base import SessionGateway, SessionOutcome, SessionRequest
 from gateways.local import LocalGateway
 
 UNAVAILABLE = ("server_error", "timeout", "connection_reset", "answer_lost")
@@ -101,21 +101,24 @@ class FaultGateway(SessionGateway):
         plan = PLANS[int(plan_index)]
         return plan[call - 1] if call <= len(plan) else None
 
-    def create_session(self, request: SessionRequest) -> SessionOutcome:
+    def create_sessions(self, requests: list[SessionRequest]) -> list[SessionOutcome]:
+        return [self._create(request) for request in requests]
+
+    def _create(self, request: SessionRequest) -> SessionOutcome:
         fault = self._fault_for(request.idempotency_key)
         if fault == "rate_limited":
             return SessionOutcome.failure("session_rate_limited_error", "session creation rate limit exceeded (429)")
         if fault == "server_error":
-            raise GatewayUnavailable("the session platform answered 500")
+            return SessionOutcome.unavailable("the session platform answered 500")
         if fault == "timeout":
             time.sleep(self.timeout)
-            raise GatewayUnavailable(f"no answer from the session platform within {self.timeout:g}s")
+            return SessionOutcome.unavailable(f"no answer from the session platform within {self.timeout:g}s")
         if fault == "connection_reset":
-            raise GatewayUnavailable("connection reset by the session platform")
+            return SessionOutcome.unavailable("connection reset by the session platform")
         with transaction.atomic():
-            outcome = self.inner.create_session(request)
+            [outcome] = self.inner.create_sessions([request])
         if fault == "answer_lost":
-            raise GatewayUnavailable("connection reset after the request was sent")
+            return SessionOutcome.unavailable("connection reset after the request was sent")
         return outcome
 
 
@@ -128,10 +131,6 @@ class SlowLocalGateway(LocalGateway):
     def __init__(self):
         self.latency = float(os.environ.get("SLOW_GATEWAY_SECONDS", "0.3"))
 
-    def create_session(self, request: SessionRequest) -> SessionOutcome:
-        time.sleep(self.latency)
-        return super().create_session(request)
-
-    def create_sessions(self, requests: list[SessionRequest]) -> list[SessionOutcome | None]:
+    def create_sessions(self, requests: list[SessionRequest]) -> list[SessionOutcome]:
         time.sleep(self.latency)
         return super().create_sessions(requests)

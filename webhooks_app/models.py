@@ -128,6 +128,8 @@ class WebhookDelivery(models.Model):
                 fields=["lease_expires_at"], condition=models.Q(status="delivering"), name="webhook_delivery_claimed"
             ),
             models.Index(fields=["endpoint", "-id"], name="webhook_delivery_endpoint"),
+            models.Index(fields=["endpoint", "event"], condition=models.Q(status="pending"),
+                         name="webhook_delivery_endpoint_due"),
         ]
 
     def __str__(self) -> str:

@@ -10,11 +10,12 @@ The life of an event:
 2. `events_fan_out` (the doorbell's `webhooks.dispatch` task, and the sweep) takes unsent events
    with `FOR UPDATE SKIP LOCKED`, writes one delivery per matching enabled endpoint, marks the
    events sent, commits, then publishes `webhooks.deliver(endpoint, [deliveries])`.
-3. `deliveries_attempt` (the `webhooks.deliver` task, on the webhooks queue of its own) claims the
-   deliveries with a conditional update and a lease, POSTs each signed payload in order of
-   creation, and records every attempt; a failure is retried with exponential backoff and jitter
-   until WEBHOOK_RETRY_FOR_SECONDS have passed; an endpoint failing for longer than
-   WEBHOOK_DISABLE_AFTER_SECONDS is disabled with the reason.
+3. `deliveries_attempt` (the `webhooks.deliver` task, on the webhooks queue of its own) takes one
+   of the endpoint's WEBHOOK_ENDPOINT_CONCURRENCY slots (so a slow endpoint never holds every
+   worker thread), claims the deliveries with a conditional update and a lease, POSTs each signed
+   payload in order of creation, and records every attempt; a failure is retried with exponential
+   backoff and jitter until WEBHOOK_RETRY_FOR_SECONDS have passed; an endpoint failing for longer
+   than WEBHOOK_DISABLE_AFTER_SECONDS is disabled with the reason.
 4. `webhooks_sweep` (every WEBHOOK_SWEEP_SECONDS, from the scheduler) fans out events whose
    doorbell was lost, publishes retries that are due, and takes back deliveries whose worker died
    (lease expired). Redis is only a doorbell: every fact lives in the database, so a crash anywhere
@@ -22,11 +23,13 @@ The life of an event:
    with the same `webhook-id`.
 """
 
+import contextlib
 import logging
 import os
 import random
 import threading
 import time
+import zlib
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
@@ -235,17 +238,19 @@ def _signing_secrets(endpoint: WebhookEndpoint, now: datetime) -> list[str]:
     return secrets
 
 
-def _claim(endpoint_id: str, delivery_ids: list[int], now: datetime) -> list[WebhookDelivery]:
-    """Take the deliveries still pending and due: pending → delivering with a lease. Rows another
-    worker holds, or that were delivered, failed or rescheduled since the message was sent, are left."""
+def _claim(endpoint_id: str, delivery_ids: list[int] | None, now: datetime) -> list[WebhookDelivery]:
+    """Take deliveries still pending and due — these ids, or (None) the endpoint's oldest —:
+    pending → delivering with a lease. Rows another worker holds, or that were delivered, failed or
+    rescheduled since the message was sent, are left."""
     lease = timedelta(seconds=settings.WEBHOOK_DELIVERY_LEASE_SECONDS)
+    due = WebhookDelivery.objects.filter(endpoint_id=endpoint_id, status=WebhookDelivery.Status.PENDING,
+                                         next_attempt_at__lte=now + timedelta(seconds=1))
+    if delivery_ids is not None:
+        due = due.filter(pk__in=delivery_ids)
     with transaction.atomic():
         rows = list(
-            WebhookDelivery.objects.select_for_update(skip_locked=True, of=("self",))
-            .select_related("event")
-            .filter(pk__in=delivery_ids, endpoint_id=endpoint_id, status=WebhookDelivery.Status.PENDING,
-                    next_attempt_at__lte=now + timedelta(seconds=1))
-            .order_by("event_id")
+            due.select_for_update(skip_locked=True, of=("self",)).select_related("event")
+            .order_by("event_id")[: max(1, settings.WEBHOOK_DELIVERY_BATCH_SIZE)]
         )
         if rows:
             WebhookDelivery.objects.filter(pk__in=[row.pk for row in rows]).update(
@@ -274,30 +279,126 @@ def _result_label(outcome: transport.Outcome) -> str:
     return "failure"
 
 
+class EndpointSlots:
+    """At most WEBHOOK_ENDPOINT_CONCURRENCY batches in flight per endpoint, across every worker
+    process: a slow or dead endpoint can hold that many threads, never all of them, so the other
+    endpoints' deliveries go on. On PostgreSQL a slot is a session advisory lock (released by the
+    server if the worker dies); elsewhere (SQLite under `make run`, one webhooks worker) a lock of
+    this process."""
+
+    NAMESPACE = 0x5E4D  # first key of our advisory locks
+
+    def __init__(self):
+        self._local: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(endpoint_id: str, slot: int) -> int:
+        value = zlib.crc32(f"{endpoint_id}:{slot}".encode())
+        return value - 2**32 if value >= 2**31 else value
+
+    @contextlib.contextmanager
+    def hold(self, endpoint_id: str):
+        """Yields True with a slot held, False when every slot is busy."""
+        slots = max(1, settings.WEBHOOK_ENDPOINT_CONCURRENCY)
+        if connection.vendor != "postgresql":
+            with self._lock:
+                taken = self._local.get(endpoint_id, 0) < slots
+                if taken:
+                    self._local[endpoint_id] = self._local.get(endpoint_id, 0) + 1
+            try:
+                yield taken
+            finally:
+                if taken:
+                    with self._lock:
+                        self._local[endpoint_id] -= 1
+            return
+        held = None
+        with connection.cursor() as cursor:
+            for slot in range(slots):
+                cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [self.NAMESPACE, self._key(endpoint_id, slot)])
+                if cursor.fetchone()[0]:
+                    held = slot
+                    break
+        try:
+            yield held is not None
+        finally:
+            if held is not None:
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [self.NAMESPACE, self._key(endpoint_id, held)])
+
+
+endpoint_slots = EndpointSlots()
+
+
 def deliveries_attempt(*, endpoint_id: str, delivery_ids: list[int]) -> dict[str, int]:
-    """One `webhooks.deliver` message: claim, POST each in order of creation, record.
+    """One `webhooks.deliver` message.
+
+    1. Take one of the endpoint's slots. None free: return — the deliveries stay pending, and a
+       holder takes the endpoint's due deliveries before it lets go (step 4).
+    2. Claim these deliveries, POST each in order of creation, record (`_attempt_batch`).
+    3. While the last batch went through and the lease budget allows, claim the endpoint's next due
+       deliveries, oldest first, and go on.
+    4. Let go of the slot, then hand over: if deliveries of the endpoint are due (left by messages
+       that found every slot busy, or by the budget), publish one message for them.
+    """
+    started = time.monotonic()
+    counts = {"claimed": 0, "succeeded": 0, "failed": 0, "released": 0, "busy": 0}
+    with endpoint_slots.hold(endpoint_id) as held:
+        if not held:
+            counts["busy"] = 1
+            return counts
+        ids: list[int] | None = list(delivery_ids)
+        while True:
+            batch_counts, go_on = _attempt_batch(endpoint_id, ids)
+            for name, value in batch_counts.items():
+                counts[name] += value
+            if not go_on or time.monotonic() - started > _budget():
+                break
+            ids = None
+    _hand_over(endpoint_id)
+    return counts
+
+
+def _budget() -> float:
+    """Seconds after its claim in which a batch may still start an attempt: the lease is never
+    outlived (an attempt lasts at most WEBHOOK_TIMEOUT_SECONDS)."""
+    return settings.WEBHOOK_DELIVERY_LEASE_SECONDS - settings.WEBHOOK_TIMEOUT_SECONDS - 1.0
+
+
+def _hand_over(endpoint_id: str) -> None:
+    due = list(
+        WebhookDelivery.objects.filter(endpoint_id=endpoint_id, status=WebhookDelivery.Status.PENDING,
+                                       next_attempt_at__lte=timezone.now())
+        .order_by("event_id").values_list("pk", flat=True)[: max(1, settings.WEBHOOK_DELIVERY_BATCH_SIZE)]
+    )
+    if due:
+        deliveries_publish([(endpoint_id, due)])
+
+
+def _attempt_batch(endpoint_id: str, delivery_ids: list[int] | None) -> tuple[dict, bool]:
+    """Claim, POST each in order of creation, record. Returns (counts, the endpoint can take more).
 
     A response that is not 2xx does not stop the batch (the endpoint answers, if wrongly); no
     response at all (refused target, connection failure, timeout) does: the rest go back to pending
     with the same retry time, so a dead or slow endpoint costs one timeout per retry, not one per
-    event. The claim's lease is never outlived: an attempt starts only if it can end before the
-    lease does; what is left is handed back and re-published at once."""
-    started = time.monotonic()
+    event. An attempt starts only if it can end before the claim's lease does; what is left goes
+    back to pending, due at once."""
     now = timezone.now()
     counts = {"claimed": 0, "succeeded": 0, "failed": 0, "released": 0}
-    claimed = _claim(endpoint_id, list(delivery_ids), now)
+    claimed = _claim(endpoint_id, delivery_ids, now)
     if not claimed:
-        return counts
+        return counts, False
     counts["claimed"] = len(claimed)
     endpoint = WebhookEndpoint.objects.filter(pk=endpoint_id).first()
     if endpoint is None:  # deleted since: its deliveries went with it
-        return counts
+        return counts, False
     if not endpoint.is_enabled:
         _fail_for_disabled_endpoint(claimed, now)
         counts["failed"] = len(claimed)
-        return counts
+        return counts, False
     signer = Signer(_signing_secrets(endpoint, now))
-    budget = settings.WEBHOOK_DELIVERY_LEASE_SECONDS - settings.WEBHOOK_TIMEOUT_SECONDS - 1.0
+    claimed_at = time.monotonic()
     batch = transport.Batch()  # one DNS answer (checked) and a kept-alive connection for the batch
     attempted: list[tuple[WebhookDelivery, datetime, transport.Outcome]] = []
     released: list[WebhookDelivery] = []
@@ -305,7 +406,7 @@ def deliveries_attempt(*, endpoint_id: str, delivery_ids: list[int]) -> dict[str
     with log_context(organization_id=endpoint.organization_id):
         try:
             for index, delivery in enumerate(claimed):
-                if index and time.monotonic() - started > budget:
+                if index and time.monotonic() - claimed_at > _budget():
                     released = claimed[index:]
                     break
                 attempt = _attempt(endpoint, delivery, signer, batch)
@@ -316,9 +417,8 @@ def deliveries_attempt(*, endpoint_id: str, delivery_ids: list[int]) -> dict[str
                     break
         finally:
             batch.close()
-        summary = _record(endpoint, attempted, released, stopped_by_failure)
-    counts.update(summary)
-    return counts
+        counts.update(_record(endpoint, attempted, released, stopped_by_failure))
+    return counts, not stopped_by_failure and not released
 
 
 def _attempt(endpoint: WebhookEndpoint, delivery: WebhookDelivery, signer: Signer,
@@ -386,7 +486,7 @@ def _record(endpoint: WebhookEndpoint, attempted, released: list[WebhookDelivery
             # Not attempted: tried again with the one that failed (the sweep publishes them when due).
             delivery.next_attempt_at = next_retry or now
             delivery.published_at = None
-        else:
+        else:  # out of lease budget: due at once, handed over when the slot is let go
             delivery.next_attempt_at = now
             delivery.published_at = now
         changed.append(delivery)
@@ -399,8 +499,6 @@ def _record(endpoint: WebhookEndpoint, attempted, released: list[WebhookDelivery
         if WebhookEndpoint.objects.filter(pk=endpoint.pk).exists():
             raise
         return {"succeeded": 0, "failed": 0, "released": 0}  # deleted meanwhile, with its deliveries
-    if released and not stopped_by_failure:
-        deliveries_publish([(endpoint.pk, [delivery.pk for delivery in released])])
     return {"succeeded": succeeded, "failed": failed, "released": len(released)}
 
 

@@ -264,3 +264,38 @@ def test_the_admin_test_event_reaches_the_endpoint_signed(tenant, receiver, djan
     event = unwrap(receiver.wait_for(1)[0], secret)
     assert (event.data.type, event.data.id, event.data.workspace_id) == (
         "webhook_endpoint.test", endpoint.pk, tenant.workspace.pk)
+
+
+def test_a_batch_finding_every_slot_of_its_endpoint_busy_leaves_its_deliveries_to_the_holder(tenant, receiver, settings):
+    import threading
+
+    from django.db import connection
+
+    settings.WEBHOOK_ENDPOINT_CONCURRENCY = 1
+    endpoint, _ = subscribe(tenant, receiver)
+    services.events_record(events=[(events.DEPLOYMENT_PAUSED, tenant.organization.pk, tenant.workspace.pk, "depl_1")])
+    holding, release = threading.Event(), threading.Event()
+
+    def hold():  # another worker (its own database connection) busy with this endpoint
+        try:
+            with services.endpoint_slots.hold(endpoint.pk) as held:
+                assert held
+                holding.set()
+                release.wait(timeout=20)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert holding.wait(timeout=10)
+        pump()
+        delivery = WebhookDelivery.objects.get()
+        assert delivery.status == "pending" and delivery.attempts == 0
+        assert receiver.ids() == []
+    finally:
+        release.set()
+        holder.join(timeout=10)
+    services.deliveries_attempt(endpoint_id=endpoint.pk, delivery_ids=[delivery.pk])
+    delivery.refresh_from_db()
+    assert delivery.status == "succeeded" and len(receiver.ids()) == 1

@@ -116,3 +116,34 @@ def test_a_delivery_interrupted_by_a_killed_worker_is_delivered_again_with_the_s
     assert delivery.status == "succeeded"
     assert list(delivery.attempt_log.values_list("status_code", flat=True)) == [200]
     assert "taken back from a lost worker" in procs.log_text("webhooks-2") + procs.log_text("scheduler")
+
+
+def test_a_slow_endpoint_holds_one_thread_and_never_delays_another_endpoint(tenant, receiver, procs):
+    from tests.webhooks.helpers import Receiver
+
+    procs.env.update(WEBHOOK_ENDPOINT_CONCURRENCY="1", WEBHOOK_DELIVERY_BATCH_SIZE="1", WEBHOOK_TIMEOUT_SECONDS="10",
+                     WEBHOOK_DELIVERY_LEASE_SECONDS="60")
+    slow = Receiver()
+    try:
+        slow.reply = lambda request: Reply(200, b"eventually", delay=3)
+        services.webhook_endpoint_create(organization=tenant.organization, workspace=None, url=slow.url,
+                                         enabled_events=[events.DEPLOYMENT_RUN_STARTED])
+        _, secret = services.webhook_endpoint_create(organization=tenant.organization, workspace=None,
+                                                     url=receiver.url, enabled_events=[events.DEPLOYMENT_PAUSED])
+        procs.start_worker(name="webhooks", concurrency=3, pool="threads")
+        procs.wait_for_log("webhooks", "ready", timeout=60)
+        for i in range(8):
+            record(tenant, f"drun_slow_{i}", events.DEPLOYMENT_RUN_STARTED)
+        slow.wait_for(1, timeout=20)
+        asked_at = time.monotonic()
+        fast_id = record(tenant, "depl_fast", events.DEPLOYMENT_PAUSED)
+        [request] = receiver.wait_for(1, timeout=20)
+        waited = request.at - asked_at
+        assert request.webhook_id == fast_id
+        # One slot: the slow endpoint has had one request at a time, 3 s each, and the fast one did not
+        # queue behind them (3 threads, all of them would be held for 3 s without the slots).
+        assert waited < 2.5, waited
+        assert len(slow.ids()) <= 2
+        SDK.beta.webhooks.unwrap(request.body.decode(), headers=request.headers, key=secret)
+    finally:
+        slow.stop()

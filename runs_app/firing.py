@@ -645,12 +645,17 @@ def execute_fires(fire_ids: list[str], *, gateway: SessionGateway | None = None)
     1. Claim them with one conditional update (pending, or claimed with an expired lease); a fire
        not claimed is finished or held by another worker: `not_claimed`.
     2. Re-read their deployments: paused, archived, made manual-only or rescheduled since the fire
-       was written → the fire is skipped, no session, no run.
-    3. Ask the gateway for every session at once, each with its fire's id as idempotency key — so
-       a retry after a crash gets the same session, never a second one.
+       was written → the fire is skipped, no session, no run. Scheduling policies: fires beyond
+       `schedule.max_runs` are skipped; a later fire of a deployment with an overlap policy waits
+       (back to pending, published again) for its earlier one in the same batch.
+    3. For deployments with an overlap policy, ask the platform once whether their previous
+       sessions still run (skip: the outcome is `previous_run_active_error`; cancel_previous: stop
+       them first). Then ask the gateway for every other session at once, each with its fire's id
+       as idempotency key — so a retry after a crash gets the same session, never a second one.
     4. In one transaction, under the deployments' and fires' locks: the runs (unique per fire),
-       their webhook events, the fires finished, `last_run_at`, and the outcome policy. With the built-in platform, step
-       3 happens inside that transaction too.
+       their webhook events, the fires finished, `last_run_at`, and the outcome policy (with the
+       run limit and the failure threshold). With the built-in platform, step 3 happens inside that
+       transaction too.
 
     A batch whose transaction fails (a deadlock victim, a constraint) is finished as batches of
     one, so one bad fire never holds back the others.

@@ -186,17 +186,20 @@ def events_fan_out(*, limit: int = FAN_OUT_LIMIT) -> tuple[int, list[tuple[str, 
 
 
 def deliveries_publish(groups: Iterable[tuple[str, list[int]]]) -> int:
-    """Send `webhooks.deliver` messages, at most WEBHOOK_DELIVERY_BATCH_SIZE deliveries each. A
-    message that cannot be sent is left to the sweep (the deliveries are in the database)."""
+    """Send `webhooks.deliver` messages, at most WEBHOOK_DELIVERY_BATCH_SIZE deliveries each and
+    WEBHOOK_ENDPOINT_CONCURRENCY per endpoint (as many as can run at once: each goes on with the
+    endpoint's next due deliveries). A message that cannot be sent is left to the sweep (the
+    deliveries are in the database)."""
     from config.celery import app
     from webhooks_app.tasks import deliver
 
     size = max(1, settings.WEBHOOK_DELIVERY_BATCH_SIZE)
+    per_endpoint = max(1, settings.WEBHOOK_ENDPOINT_CONCURRENCY)
     sent = 0
     try:
         with app.producer_or_acquire() as producer:
             for endpoint_id, ids in groups:
-                for start in range(0, len(ids), size):
+                for start in range(0, min(len(ids), size * per_endpoint), size):
                     deliver.apply_async((endpoint_id, ids[start:start + size]), queue=settings.WEBHOOK_QUEUE,
                                         producer=producer, retry=False)
                     sent += 1

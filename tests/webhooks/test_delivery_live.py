@@ -135,15 +135,14 @@ def test_a_slow_endpoint_holds_one_thread_and_never_delays_another_endpoint(tena
         for i in range(8):
             record(tenant, f"drun_slow_{i}", events.DEPLOYMENT_RUN_STARTED)
         slow.wait_for(1, timeout=20)
-        asked_at = time.monotonic()
         fast_id = record(tenant, "depl_fast", events.DEPLOYMENT_PAUSED)
-        [request] = receiver.wait_for(1, timeout=20)
-        waited = request.at - asked_at
+        [request] = receiver.wait_for(1, timeout=40)
         assert request.webhook_id == fast_id
-        # One slot: the slow endpoint has had one request at a time, 3 s each, and the fast one did not
-        # queue behind them (3 threads, all of them would be held for 3 s without the slots).
-        assert waited < 2.5, waited
-        assert len(slow.ids()) <= 2
         SDK.beta.webhooks.unwrap(request.body.decode(), headers=request.headers, key=secret)
+        # One slot: the slow endpoint gets one request at a time (3 s each), and the fast endpoint's
+        # event, recorded after all 8 slow ones, does not queue behind them. Without the slots the 3
+        # threads take the slow messages first and the fast event arrives after 6 to 8 slow requests.
+        before_fast = [r for r in slow.wait_for(8, timeout=1) if r.at < request.at]
+        assert 1 <= len(before_fast) <= 3, len(before_fast)
     finally:
         slow.stop()

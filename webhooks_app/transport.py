@@ -25,7 +25,7 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import h11
 
@@ -33,6 +33,8 @@ USER_AGENT = "scheduled-deployments-webhooks/1"
 MAX_HEADER_BYTES = 16 * 1024
 MAX_ADDRESSES_TRIED = 3
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# Characters kept as they are in a request target; anything else (non-ASCII) is percent-encoded.
+_URL_SAFE = "/?=&%:@!$'()*+,;~-._[]"
 _IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 
 
@@ -87,15 +89,20 @@ def parse_target(url: str) -> Target:
     host = parts.hostname
     if not host:
         raise TargetRefused("the URL has no host")
-    if any(ch.isspace() or ord(ch) < 32 for ch in url):
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
         raise TargetRefused("the URL contains whitespace or control characters")
+    if not host.isascii():
+        try:  # an internationalized name travels in its ASCII (punycode) form
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            raise TargetRefused("the URL's host is not a valid host name")
     default_port = 443 if scheme == "https" else 80
     port = port or default_port
     shown = f"[{host}]" if ":" in host else host
     host_header = shown if port == default_port else f"{shown}:{port}"
-    path = parts.path or "/"
+    path = quote(parts.path or "/", safe=_URL_SAFE)
     if parts.query:
-        path += "?" + parts.query
+        path += "?" + quote(parts.query, safe=_URL_SAFE)
     return Target(scheme=scheme, host=host, port=port, path=path, host_header=host_header)
 
 
@@ -387,6 +394,8 @@ def post(url: str, *, body: bytes, headers: dict[str, str], connect_timeout: flo
         return outcome(error=f"invalid HTTP response: {str(exc)[:200]}")
     except OSError as exc:
         return outcome(error=f"connection error: {exc.strerror or type(exc).__name__}")
+    except (ValueError, UnicodeError) as exc:  # a URL saved before a rule tightened, and the like
+        return outcome(error=f"request not sent: {type(exc).__name__}")
     finally:
         if own_batch:
             batch.close()

@@ -299,3 +299,13 @@ def test_a_batch_finding_every_slot_of_its_endpoint_busy_leaves_its_deliveries_t
     services.deliveries_attempt(endpoint_id=endpoint.pk, delivery_ids=[delivery.pk])
     delivery.refresh_from_db()
     assert delivery.status == "succeeded" and len(receiver.ids()) == 1
+
+
+def test_a_url_with_non_ascii_characters_is_sent_percent_encoded(tenant, receiver):
+    services.webhook_endpoint_create(organization=tenant.organization, workspace=None,
+                                     url=receiver.url + "/ü?team=équipe", enabled_events=ALL_EVENTS)
+    services.events_record(events=[(events.DEPLOYMENT_PAUSED, tenant.organization.pk, tenant.workspace.pk, "depl_1")])
+    pump()
+    [request] = receiver.wait_for(1)
+    assert request.path == "/hooks/%C3%BC?team=%C3%A9quipe"
+    assert WebhookDelivery.objects.get().status == "succeeded"

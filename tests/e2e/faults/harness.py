@@ -6,8 +6,10 @@ tick after the anchor and the worker starts them over the following seconds. The
 fires at the anchor's minute once an hour, so a scenario never sees a second burst.
 """
 
+import json
 import math
 import os
+import signal
 import subprocess
 import time
 from collections import Counter
@@ -387,3 +389,52 @@ def assert_invariants(figures: Figures, *, missed_counted: int = 0) -> None:
     assert figures.pending == 0, f"fires left pending or claimed — {where}"
     assert figures.runs == figures.expected, where
     assert figures.missed_counted == missed_counted, f"missed_fires counted {figures.missed_counted} — {where}"
+
+
+# --- schedulers ------------------------------------------------------------------------------------
+
+
+def publications(procs, name: str) -> list[tuple[str, str]]:
+    """(timestamp, fire id) of every publication in a scheduler's log, first ones and recoveries."""
+    found = []
+    for line in procs.log_text(name).splitlines():
+        if line.startswith("{") and '"fire published"' in line:
+            entry = json.loads(line)
+            found.append((entry["ts"], entry["fire_id"]))
+    return found
+
+
+def first_published_by(procs, names) -> list[int]:
+    """How many fires each scheduler published first, i.e. claimed."""
+    first: dict[str, tuple[str, str]] = {}
+    for name in names:
+        for ts, fire_id in publications(procs, name):
+            if fire_id not in first or ts < first[fire_id][0]:
+                first[fire_id] = (ts, name)
+    return [sum(1 for _, owner in first.values() if owner == name) for name in names]
+
+
+def freeze_first_publisher(procs: Processes, schedulers, burst: Burst, *, seconds: float) -> tuple[str, datetime, int]:
+    """SIGSTOP the first scheduler seen publishing the burst (its claim has committed; the rest of
+    what it claimed is not published yet), keep it frozen `seconds` while the others must stay
+    alive, then SIGCONT. Returns (its name, when it was frozen, how many it had published)."""
+    wait_until(burst.at(-1))
+    frozen = None
+    deadline = time.monotonic() + 30
+    while frozen is None and time.monotonic() < deadline:
+        for name in schedulers:
+            if '"fire published"' in procs.log_text(name):
+                procs.signal(name, signal.SIGSTOP)
+                frozen = name
+                break
+        else:
+            time.sleep(0.01)
+    assert frozen, "no scheduler published the burst"
+    frozen_at = timezone.now()
+    published = len(publications(procs, frozen))
+    try:
+        time.sleep(seconds)
+        assert_alive(procs, *[name for name in schedulers if name != frozen])
+    finally:
+        procs.signal(frozen, signal.SIGCONT)
+    return frozen, frozen_at, published

@@ -1,6 +1,5 @@
 """Scenarios 2, 3 and 5: workers killed, several schedulers, a scheduler frozen after its claim."""
 
-import json
 import os
 import random
 import signal
@@ -11,8 +10,9 @@ from django.utils import timezone
 
 from runs_app.models import DeploymentRun
 from tests.e2e.faults.harness import (
-    MAX_JITTER, assert_alive, assert_invariants, create_burst, fires_reclaimed, fires_republished, measure,
-    next_anchor, record, start_ready, wait_for_log_count, wait_settled, wait_until,
+    MAX_JITTER, assert_alive, assert_invariants, create_burst, fires_reclaimed, fires_republished,
+    first_published_by, freeze_first_publisher, measure, next_anchor, record, start_ready, wait_for_log_count,
+    wait_settled, wait_until,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults, pytest.mark.django_db(transaction=True)]
@@ -83,26 +83,6 @@ def test_whole_worker_sigkilled_mid_burst_and_restarted(tenant, start_processes)
     assert runs_before < BURST, "the worker was killed after the burst: the fault was not exercised"
 
 
-def _publications(procs, name: str) -> list[tuple[str, str]]:
-    """(timestamp, fire id) of every publication in a scheduler's log, first ones and recoveries."""
-    found = []
-    for line in procs.log_text(name).splitlines():
-        if line.startswith("{") and '"fire published"' in line:
-            entry = json.loads(line)
-            found.append((entry["ts"], entry["fire_id"]))
-    return found
-
-
-def _first_published_by(procs, names) -> list[int]:
-    """How many fires each scheduler published first, i.e. claimed."""
-    first: dict[str, tuple[str, str]] = {}
-    for name in names:
-        for ts, fire_id in _publications(procs, name):
-            if fire_id not in first or ts < first[fire_id][0]:
-                first[fire_id] = (ts, name)
-    return [sum(1 for _, owner in first.values() if owner == name) for name in names]
-
-
 def test_two_schedulers_at_once_claim_each_occurrence_once(tenant, start_processes):
     procs = start_processes(SCHEDULER_BATCH_SIZE=50)
     schedulers = ("scheduler-1", "scheduler-2")
@@ -112,7 +92,7 @@ def test_two_schedulers_at_once_claim_each_occurrence_once(tenant, start_process
     settled = wait_settled(BURST, timeout=MAX_JITTER + SETTLE_SECONDS)
     assert_alive(procs)
     procs.stop_all()
-    claims = _first_published_by(procs, schedulers)
+    claims = first_published_by(procs, schedulers)
     figures = measure(
         "5a two schedulers", expected=burst.expected, fault_cleared_at=None, last_due=burst.last_due,
         notes={"first published by each scheduler": "/".join(map(str, claims)),
@@ -129,35 +109,14 @@ def test_three_schedulers_one_frozen_after_its_claim(tenant, start_processes):
     start_ready(procs, schedulers=schedulers)
     burst = create_burst(tenant, BURST, next_anchor())
 
-    # Freeze the first scheduler seen publishing the burst: its claim has committed, and the rest of
-    # what it claimed is not published yet.
-    wait_until(burst.at(-1))
-    frozen = None
-    deadline = time.monotonic() + 30
-    while frozen is None and time.monotonic() < deadline:
-        for name in schedulers:
-            if '"fire published"' in procs.log_text(name):
-                procs.signal(name, signal.SIGSTOP)
-                frozen = name
-                break
-        else:
-            time.sleep(0.01)
-    assert frozen, "no scheduler published the burst"
-    frozen_at = timezone.now()
-    published_when_frozen = len(_publications(procs, frozen))
-    try:
-        time.sleep(15)
-        others = [name for name in schedulers if name != frozen]
-        assert_alive(procs, *others)
-    finally:
-        procs.signal(frozen, signal.SIGCONT)
+    frozen, frozen_at, published_when_frozen = freeze_first_publisher(procs, schedulers, burst, seconds=15)
     cleared = timezone.now()
 
     settled = wait_settled(BURST, timeout=SETTLE_SECONDS)
     time.sleep(2)  # let the resumed scheduler publish what it still held
     assert_alive(procs)
     procs.stop_all()
-    claims = _first_published_by(procs, schedulers)
+    claims = first_published_by(procs, schedulers)
     figures = measure(
         "5b three schedulers, one frozen", expected=burst.expected, fault_cleared_at=cleared, last_due=burst.last_due,
         notes={"frozen": f"{(cleared - frozen_at).total_seconds():.0f}s",

@@ -2,10 +2,12 @@
 sessions are created on a second live instance of this service through the latency and fault
 proxy, and counted there (see tests/e2e/faults/remote.py).
 
-R1 no fault, R2 pool children SIGKILLed, R3 the worker SIGKILLed, R4 Redis restarted, R5a two
-schedulers, R6 PostgreSQL down 20 s (the upstream shares it: it answers 5xx meanwhile), R7 the
+R1 no fault, R2 pool children SIGKILLed, R3 the worker SIGKILLed, R4 Redis restarted, R4b Redis
+restarted while the worker holds countdown messages, R5a two schedulers, R5b three schedulers with
+one frozen, R6 PostgreSQL down 20 s (the upstream shares it: it answers 5xx meanwhile), R7 the
 platform misbehaving for 15–20% of fires — 429 with retry-after, 500/502/503/529, resets, hung
-connections, answers lost after the session was created, every attempt failing.
+connections, answers lost after the session was created, every attempt failing; R8 everything down
+past the catch-up window.
 """
 
 import contextlib
@@ -19,10 +21,12 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from runs_app.models import DeploymentRun
+from deployments_app.models import Deployment
+from runs_app.models import DeploymentRun, Fire
 from tests.e2e.faults.harness import (
-    BASE_ENV, fires_reclaimed, next_anchor, outage, pg_ready, pg_start, pg_stop, redis_ping, redis_start,
-    redis_stop, start_ready, wait_for_log_count, wait_until,
+    BASE_ENV, MAX_JITTER, Burst, fires_reclaimed, first_published_by, freeze_first_publisher, minute_floor,
+    next_anchor, outage, pg_ready, pg_start, pg_stop, redis_ping, redis_start, redis_stop, start_ready,
+    wait_for_log_count, wait_until,
 )
 from tests.e2e.faults.remote import (
     AS_SEEN_BY_THE_WORKER, PLANS, REMOTE_ENV, anchor_ahead, claims_in_flight, counted, fault_rules, first_due,
@@ -33,6 +37,8 @@ from tests.remote.conftest import upstream, upstream_server  # noqa: F401 — fi
 pytestmark = [pytest.mark.e2e, pytest.mark.faults, pytest.mark.django_db(transaction=True)]
 
 BURST = 200
+HELD = 40
+CATCHUP_WINDOW = 20
 REDIS_DOWN_SECONDS = 5
 POSTGRES_DOWN_SECONDS = 20
 ATTEMPTS = BASE_ENV["GATEWAY_RETRY_ATTEMPTS"]
@@ -195,3 +201,67 @@ def test_remote_platform_faults_by_idempotency_key(remote, remote_processes):
     # recorded after exactly one call.
     assert mismatches == [], mismatches[:10]
     assert outcomes.count("session_rate_limited_error") >= 1 and outcomes.count("service_unavailable_error") >= 1
+
+
+def test_remote_redis_restart_while_the_worker_holds_countdowns(remote, remote_processes):
+    """4b in remote mode: the worker has reserved every fire (one per message) and waits idle on
+    the queue when Redis goes away; every fire runs once, each with one upstream call."""
+    procs = remote_processes(FIRE_BATCH_SIZE="1")
+    start_ready(procs)
+    burst = remote.create_burst(HELD, next_anchor(max_late=1), jitter=(0.5, 1.0))
+
+    wait_for_log_count(procs, "worker", '] received"', HELD, timeout=90)
+    assert timezone.now() < burst.at(MAX_JITTER / 2), "a fire became due before Redis went down"
+    down = outage(redis_stop, redis_start, redis_ping, REDIS_DOWN_SECONDS)
+
+    figures = remote.finish(procs, "R4b Redis restart, worker holding countdowns", burst, fault_cleared_at=down.cleared,
+                            notes={"fires reserved by the worker": HELD, "Redis down": down.note})
+    remote.assert_one_call_per_claim(figures)
+
+
+def test_remote_three_schedulers_one_frozen_after_its_claim(remote, remote_processes):
+    procs = remote_processes(SCHEDULER_BATCH_SIZE=50)
+    schedulers = ("scheduler-1", "scheduler-2", "scheduler-3")
+    start_ready(procs, schedulers=schedulers)
+    burst = remote.create_burst(BURST, next_anchor())
+
+    _frozen, frozen_at, published = freeze_first_publisher(procs, schedulers, burst, seconds=15)
+    cleared = timezone.now()
+    settled = remote.settle(procs, burst)
+    figures = remote.report(procs, "R5b three schedulers, one frozen", burst, settled, fault_cleared_at=cleared, notes={
+        "frozen": f"{(cleared - frozen_at).total_seconds():.0f}s",
+        "published by the frozen one before SIGSTOP": published,
+        "first published by each scheduler": "/".join(map(str, first_published_by(procs, schedulers))),
+    })
+    remote.assert_one_call_per_claim(figures)
+
+
+def test_remote_downtime_past_the_catchup_window(remote, remote_processes):
+    """8 in remote mode: minute M passes with scheduler and worker down (M older than the 20 s
+    window when they return: skipped and counted, no upstream call), M+1 fires once upstream."""
+    env = {"SCHEDULER_CATCHUP_WINDOW_SECONDS": CATCHUP_WINDOW}
+    before = remote_processes(**env)
+    start_ready(before)
+    before.stop_all()
+    stopped_at = timezone.now()
+    missed_minute = minute_floor(stopped_at)
+    if (stopped_at - missed_minute).total_seconds() > 40:
+        missed_minute += timedelta(minutes=1)
+    missed = remote.create_burst(BURST, missed_minute, expression="* * * * *")
+    inside_minute = missed_minute + timedelta(minutes=1)
+    wait_until(inside_minute + timedelta(seconds=2))
+    assert not Fire.objects.exists()
+
+    after = remote_processes(**env)
+    start_ready(after)
+    started_at = timezone.now()
+    downtime = (started_at - stopped_at).total_seconds()
+    assert downtime > CATCHUP_WINDOW
+    burst = Burst(anchor=inside_minute, deployment_ids=missed.deployment_ids)
+    figures = remote.finish(after, "R8 downtime past the catch-up window", burst, fault_cleared_at=started_at,
+                            missed_counted=BURST, notes={"down": f"{downtime:.0f}s",
+                                                         "catch-up window": f"{CATCHUP_WINDOW}s"})
+    assert timezone.now() < inside_minute + timedelta(minutes=1), "the next minute may have fired too"
+    assert not Fire.objects.filter(scheduled_at=missed_minute).exists()
+    assert set(Deployment.objects.filter(pk__in=burst.deployment_ids).values_list("missed_fires", flat=True)) == {1}
+    remote.assert_one_call_per_claim(figures)

@@ -21,8 +21,8 @@ def webhook_endpoint_list(*, organization, workspace):
 
 def webhook_endpoint_get(*, organization, workspace, endpoint_id: str) -> WebhookEndpoint:
     endpoint = (
-        webhook_endpoint_list(organization=organization, workspace=workspace).filter(pk=endpoint_id[:64]).first()
-        if endpoint_id else None
+        webhook_endpoint_list(organization=organization, workspace=workspace).filter(pk=endpoint_id).first()
+        if endpoint_id and len(endpoint_id) <= 64 else None
     )
     if endpoint is None:
         raise NotFound(f"webhook endpoint {endpoint_id[:80]} not found")

@@ -28,6 +28,26 @@ not exceed that rate; after the jittered runs, `--capacity-runs` (default 1) bur
 jitter 0 put every fire due at M at once: the rate they sustain is the capacity, which the
 ≥ 1,000 fires/s target is judged on. `--jitter 0` alone runs only capacity bursts.
 Prints one summary line and appends a dated section to docs/benchmarks.md (unless --no-write).
+
+Remote mode, `--gateway anthropic [--upstream-latency 0.1] [--upstream-jitter 0]`: the workers fire
+through the `anthropic` gateway (SESSION_GATEWAY=anthropic, the shared default ANTHROPIC_API_KEY /
+ANTHROPIC_BASE_URL; the bench organizations have no credentials of their own) against
+`upstream_sim.stub`, started once as a process of its own and answering after the given latency.
+Its ceiling (`bench/upstream_stub_ceiling.py`) is measured first. Before each burst the stub's
+counters and sessions are reset; after it, its counters give, besides every figure above:
+
+- upstream calls per fire: the stub's `POST /v1/sessions` and `GET /v1/…` look-ups ÷ runs recorded;
+- sessions created at the stub, runs with a session and distinct idempotency keys: a key asked for
+  more than once is a retry and fine, a second session for one fire is not; with the stub's
+  idempotency that shows as sessions ≠ runs with a session, counted as duplicates (the local
+  platform_app_session table stays empty in this mode);
+- the most calls in flight at the stub at once, answers other than 200, the workers' CPU per fire
+  and the stub's own CPU.
+
+`--compare-local` (on by default in remote mode) follows each remote capacity burst (jitter 0) with the
+built-in gateway's burst at the same W, so the two run under the same load from whatever else shares
+the machine, and reports remote fires/s as a share of local.
+`--profile DIR` samples the workers with py-spy through each burst and prints where their time goes.
 """
 
 from __future__ import annotations
@@ -48,6 +68,7 @@ import _common as common  # noqa: E402
 
 LOG_DIR = Path(os.environ.get("BENCH_LOG_DIR", "/tmp/sd-bench-logs"))
 LEAD_SECONDS = 20  # processes need this long to be up before the minute
+UPSTREAM_CALL_ROUTES = ("POST /v1/sessions", "GET /v1/")  # what the gateway asks the platform
 
 
 @dataclass
@@ -67,6 +88,28 @@ class Burst:
     window_s: float = 0.0
     load: tuple = ()
     scheduler_done_s: float = float("nan")
+    gateway: str = "local"
+    upstream: dict = field(default_factory=dict)  # the stub's counters after the burst (remote mode)
+    with_session: int = 0  # runs that recorded a session (remote mode)
+    profile: str = ""  # py-spy's stacks of the workers (--profile)
+
+    @property
+    def upstream_calls(self) -> int:
+        routes = self.upstream.get("requests_by_route", {})
+        return sum(n for route, n in routes.items() if route.startswith(UPSTREAM_CALL_ROUTES))
+
+    @property
+    def calls_per_fire(self) -> float:
+        return self.upstream_calls / self.recorded if self.recorded else float("nan")
+
+    @property
+    def lookups(self) -> int:
+        routes = self.upstream.get("requests_by_route", {})
+        return sum(n for route, n in routes.items() if route.startswith("GET /v1/"))
+
+    @property
+    def upstream_errors(self) -> int:
+        return sum(n for status, n in self.upstream.get("responses_by_status", {}).items() if status != "200")
 
     @property
     def p50(self) -> float:
@@ -139,6 +182,120 @@ class Processes:
         stop_process_groups(self.procs.values())
 
 
+class Upstream:
+    """The remote platform of a remote-mode bench: `upstream_sim.stub` in a process of its own,
+    started once per bench and reset before each burst. Only the process started here is stopped."""
+
+    def __init__(self, latency: float, jitter: float):
+        import secrets
+
+        from upstream_sim import spawn_stub
+
+        self.latency = latency
+        self.jitter = jitter
+        # A throwaway key for a stub on loopback: never stored, different every bench.
+        self.api_key = f"sk-bench-{secrets.token_urlsafe(16)}"
+        self.handle = spawn_stub(latency=latency, jitter=jitter, api_key=self.api_key)
+        self.url = self.handle.url
+        self.pid = self.handle.process.pid
+
+    def env(self) -> dict[str, str]:
+        return {"ANTHROPIC_API_KEY": self.api_key, "ANTHROPIC_BASE_URL": self.url}
+
+    def reset(self) -> None:
+        self.handle.reset()
+
+    def stats(self) -> dict:
+        return self.handle.stats()
+
+    def alive(self) -> bool:
+        return self.handle.process.poll() is None
+
+    def stop(self) -> None:
+        self.handle.stop()
+
+
+def stub_ceiling(latency: float) -> str:
+    """bench/upstream_stub_ceiling.py's summary line at this latency (the stub's own limit)."""
+    argv = [sys.executable, str(Path(__file__).resolve().parent / "upstream_stub_ceiling.py"),
+            "--latency", f"{latency:g}", "--duration", "5"]
+    # A group of its own, stopped whole on a timeout or an interrupt: the script's stub included.
+    proc = subprocess.Popen(argv, cwd=common.ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=120)
+    except BaseException as exc:
+        from tests.e2e.procs import stop_process_groups
+
+        stop_process_groups([proc], grace=5)
+        if isinstance(exc, subprocess.TimeoutExpired):
+            return "upstream stub ceiling: not measured (timed out)"
+        raise
+    lines = stdout.strip().splitlines()
+    return lines[-1] if lines else f"upstream stub ceiling: not measured (exit {proc.returncode}: {stderr[-300:]})"
+
+
+def start_profiler(path: Path, pid: int | None) -> subprocess.Popen | None:
+    """py-spy (the `bench` extra) recording a worker and its pool processes until stopped: only the
+    thread holding the GIL, so a sample is Python CPU, not a thread waiting for its turn. The stacks
+    go to `path` in py-spy's collapsed format; `profile_summary` reads them."""
+    spy = Path(sys.executable).with_name("py-spy")
+    if pid is None or not spy.exists():
+        print("  profile: py-spy not installed (pip install -e '.[bench]') or no prefork worker", file=sys.stderr)
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        [str(spy), "record", "--pid", str(pid), "--subprocesses", "--nonblocking", "--gil", "--rate", "100",
+         "--format", "raw", "--output", str(path)],
+        stdout=subprocess.DEVNULL, stderr=(LOG_DIR / "py-spy.log").open("ab"), start_new_session=True,
+    )
+
+
+def stop_profiler(profiler: subprocess.Popen) -> None:
+    if profiler.poll() is None:
+        profiler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        try:
+            profiler.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            profiler.kill()
+            profiler.wait()
+
+
+# Where a fire's CPU goes in the workers, by the first of these frames on the stack (inclusive).
+PROFILE_PARTS = [
+    ("sessions.create: parse the answer", "_process_response (anthropic/_base_client.py"),
+    ("sessions.create: HTTP (httpx2, httpcore2, h11)", "Client.send (httpx2/_client.py"),
+    ("sessions.create: build the request", "_build_request (anthropic/_base_client.py"),
+    ("sessions.create: rest of the SDK call", "_create_session (gateways/anthropic.py"),
+    ("built-in platform: create the sessions", "sessions_create_batch ("),
+    ("record the runs (one transaction)", "_record (runs_app/firing.py"),
+    ("lock the deployments", "_lock_deployments (runs_app/firing.py"),
+    ("claim the fires", "claim_fires (runs_app/firing.py"),
+    ("log lines and metrics after commit", "_announce (runs_app/firing.py"),
+    ("rest of the fire path", "execute_fires (runs_app/firing.py"),
+    ("log lines elsewhere", "Logger._log (logging/__init__.py"),
+]
+
+
+def profile_summary(path: Path) -> list[tuple[str, int, float]]:
+    """(part, samples, share of the samples) from py-spy's collapsed stacks; the rest is Celery's
+    own work (messages, the pool) and anything else."""
+    counts = {name: 0 for name, _ in PROFILE_PARTS}
+    total = 0
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, number = line.rpartition(" ")
+        if not number.isdigit():
+            continue
+        total += int(number)
+        for name, needle in PROFILE_PARTS:
+            if needle in stack:
+                counts[name] += int(number)
+                break
+    rest = total - sum(counts.values())
+    rows = [(name, n, n / total if total else 0.0) for name, n in counts.items() if n]
+    return rows + [("Celery and everything else", rest, rest / total if total else 0.0)]
+
+
 # --- data --------------------------------------------------------------------------------------
 
 
@@ -207,12 +364,13 @@ def redis_pids() -> list[int]:
     return [int(p) for p in out]
 
 
-def cpu_snapshot(procs: Processes) -> dict[str, dict[int, float]]:
+def cpu_snapshot(procs: Processes, extra: dict[str, list[int]] | None = None) -> dict[str, dict[int, float]]:
     groups = {
         "workers": procs.pids("worker"),
         "scheduler": procs.pids("scheduler"),
         "postgres": backend_pids(),
         "redis": redis_pids(),
+        **(extra or {}),
     }
     return {name: {pid: common.proc_cpu_seconds([pid]) for pid in pids} for name, pids in groups.items()}
 
@@ -263,7 +421,10 @@ def lookahead() -> float:
 # --- one run -----------------------------------------------------------------------------------
 
 
-def one_burst(count: int, workers: int, pool: str, max_jitter: float, timeout: float) -> Burst:
+def one_burst(count: int, workers: int, pool: str, max_jitter: float, timeout: float,
+              upstream: Upstream | None = None, profile_dir: Path | None = None) -> Burst:
+    """One burst; through the stub upstream with the `anthropic` gateway when `upstream` is given.
+    With `profile_dir`, py-spy samples the workers through the burst (collapsed stacks, one file)."""
     from django.db import connection
     from django.utils import timezone
 
@@ -276,9 +437,15 @@ def one_burst(count: int, workers: int, pool: str, max_jitter: float, timeout: f
         minute += timedelta(minutes=1)
     arm(minute)
     queue = f"bench-{uuid.uuid4().hex[:10]}"
-    env = common.bench_env(CELERY_QUEUE=queue, SCHEDULER_MAX_JITTER_SECONDS=max_jitter, SESSION_GATEWAY="local")
+    gateway = "anthropic" if upstream else "local"
+    env = common.bench_env(CELERY_QUEUE=queue, SCHEDULER_MAX_JITTER_SECONDS=max_jitter, SESSION_GATEWAY=gateway,
+                           **(upstream.env() if upstream else {}))
     procs = Processes(env, queue)
-    burst = Burst(workers=workers, pool=pool, minute=minute, expected=count)
+    burst = Burst(workers=workers, pool=pool, minute=minute, expected=count, gateway=gateway)
+    profiler: subprocess.Popen | None = None
+    extra_cpu = {"stub": [upstream.pid]} if upstream else None
+    if upstream:
+        upstream.reset()
     try:
         if pool == "solo":
             for index in range(workers):
@@ -292,9 +459,12 @@ def one_burst(count: int, workers: int, pool: str, max_jitter: float, timeout: f
         delay = (minute - timezone.now()).total_seconds() - lookahead() - 1.0
         if delay > 0:
             time.sleep(delay)
+        if profile_dir:
+            profiler = start_profiler(profile_dir / f"{gateway}-W{workers}-jitter{max_jitter:g}-{queue}.txt",
+                                      procs.procs["worker"].pid if "worker" in procs.procs else None)
         connection.close()
         load_before = common.loadavg()
-        cpu_before = retrying(lambda: cpu_snapshot(procs))
+        cpu_before = retrying(lambda: cpu_snapshot(procs, extra_cpu))
         busy_before = machine_busy()
         clock_before = time.monotonic()
         deadline = minute + timedelta(seconds=max_jitter + timeout)
@@ -304,22 +474,30 @@ def one_burst(count: int, workers: int, pool: str, max_jitter: float, timeout: f
             if polls % 4 == 0:
                 # Sampled as it goes: a process that ends (a database connection recycled after
                 # CONN_MAX_AGE) keeps the CPU it had at its last sample.
-                merge_cpu(cpu_after, retrying(lambda: cpu_snapshot(procs)))
+                merge_cpu(cpu_after, retrying(lambda: cpu_snapshot(procs, extra_cpu)))
             polls += 1
             gone = [name for name, proc in procs.procs.items() if proc.poll() is not None]
             if gone:
                 raise RunAborted(f"{', '.join(gone)} exited during the burst; see {LOG_DIR}")
+            if upstream and not upstream.alive():
+                raise RuntimeError("the stub upstream exited during the burst")
             if retrying(lambda: DeploymentRun.objects.count() >= count
                         and not Fire.objects.exclude(status="done").exists()):
                 break
             time.sleep(0.25)
-        merge_cpu(cpu_after, retrying(lambda: cpu_snapshot(procs)))
+        merge_cpu(cpu_after, retrying(lambda: cpu_snapshot(procs, extra_cpu)))
         busy_after = machine_busy()
         burst.window_s = time.monotonic() - clock_before
         burst.load = (load_before, common.loadavg())
         time.sleep(1.0)  # anything doubled would show up now
     finally:
+        if profiler is not None:
+            stop_profiler(profiler)
         procs.stop()
+    if profiler is not None and Path(profiler.args[-1]).exists():
+        burst.profile = str(profiler.args[-1])
+    if upstream:
+        burst.upstream = upstream.stats()  # after the workers stopped: nothing is in flight any more
     burst.cpu = cpu_delta(cpu_before, cpu_after)
     cores = len(os.sched_getaffinity(0))
     burst.cpu["machine"] = (busy_after[0] - busy_before[0]) / os.sysconf("SC_CLK_TCK")
@@ -335,7 +513,6 @@ def analyze(burst: Burst, count: int, minute: datetime) -> None:
     """Every figure from the database's timestamps."""
     from django.db.models import Count, Max, Min
 
-    from platform_app.models import Session
     from runs_app.models import DeploymentRun, Fire
 
     runs = DeploymentRun.objects.filter(trigger_type="schedule", scheduled_at=minute)
@@ -355,8 +532,15 @@ def analyze(burst: Burst, count: int, minute: datetime) -> None:
         DeploymentRun.objects.filter(trigger_type="schedule").values("deployment_id", "scheduled_at")
         .annotate(n=Count("id")).filter(n__gt=1).count()
     )
-    sessions = Session.objects.count()
-    burst.duplicates = doubled_runs + max(0, sessions - DeploymentRun.objects.count())
+    if burst.gateway == "local":
+        from platform_app.models import Session
+
+        sessions = Session.objects.count()
+        burst.duplicates = doubled_runs + max(0, sessions - DeploymentRun.objects.count())
+    else:
+        # The sessions live upstream: each stub session is one fire's, unless it is a second one.
+        burst.with_session = DeploymentRun.objects.filter(session_id__isnull=False).count()
+        burst.duplicates = doubled_runs + abs(burst.upstream.get("sessions_created", 0) - burst.with_session)
     burst.misses = count - runs.values("deployment_id").distinct().count()
     fires = Fire.objects.filter(scheduled_at=minute).values_list("status").annotate(n=Count("id"))
     if dict(fires).get("done", 0) != burst.recorded:
@@ -392,7 +576,7 @@ def scheduler_publish_end(log: Path, minute: datetime, count: int) -> float:
 def summarize(bursts: list[Burst]) -> dict:
     med = common.median
     cpu_keys = ["workers", "scheduler", "postgres", "redis", "machine", "capacity"]
-    return {
+    summary = {
         "runs": len(bursts),
         "last": med(b.last_s for b in bursts),
         "p50": med(b.p50 for b in bursts),
@@ -406,6 +590,21 @@ def summarize(bursts: list[Burst]) -> dict:
         "cpu": {k: med(b.cpu.get(k, 0.0) for b in bursts) for k in cpu_keys},
         "load": max(b.load[0][0] for b in bursts),
     }
+    if bursts[0].gateway != "local":
+        summary["cpu"]["stub"] = med(b.cpu.get("stub", 0.0) for b in bursts)
+        summary["upstream"] = {
+            "calls_per_fire": med(b.calls_per_fire for b in bursts),
+            "worst_calls_per_fire": max(b.calls_per_fire for b in bursts),
+            "creates": med(b.upstream.get("requests_by_route", {}).get("POST /v1/sessions", 0) for b in bursts),
+            "lookups": med(b.lookups for b in bursts),
+            "sessions": med(b.upstream.get("sessions_created", 0) for b in bursts),
+            "with_session": med(b.with_session for b in bursts),
+            "keys": med(b.upstream.get("idempotency_keys", 0) for b in bursts),
+            "errors": sum(b.upstream_errors for b in bursts),
+            "max_in_flight": med(b.upstream.get("max_in_flight", 0) for b in bursts),
+            "connections": med(b.upstream.get("connections_opened", 0) for b in bursts),
+        }
+    return summary
 
 
 def _interrupt(signum, frame):
@@ -427,8 +626,22 @@ def main(argv=None) -> int:
                         help="worker counts of the capacity runs (beyond the cores: where throughput stops growing)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds past the last due time to wait")
     parser.add_argument("--no-write", action="store_true", help="do not append to docs/benchmarks.md")
+    parser.add_argument("--gateway", choices=["local", "anthropic"], default="local",
+                        help="local: the built-in platform; anthropic: a remote platform (the stub upstream)")
+    parser.add_argument("--upstream-latency", type=float, default=0.1,
+                        help="seconds the stub upstream holds every answer back (--gateway anthropic)")
+    parser.add_argument("--upstream-jitter", type=float, default=0.0,
+                        help="up to this many more seconds per answer, uniform (--gateway anthropic)")
+    parser.add_argument("--compare-local", action=argparse.BooleanOptionalAction, default=None,
+                        help="also run the capacity bursts with the built-in gateway (default: on with --gateway anthropic)")
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                        help="sample the workers with py-spy through each burst, one stacks file per burst in DIR")
     args = parser.parse_args(argv)
+    if not (0 <= args.upstream_latency <= 10 and 0 <= args.upstream_jitter <= 10):
+        parser.error("--upstream-latency and --upstream-jitter: 0 to 10 seconds")
     worker_counts = [int(w) for w in args.workers.split(",") if w.strip()]
+    if args.gateway == "anthropic":
+        return main_remote(args, worker_counts)
 
     common.configure()
     load_start = common.loadavg()
@@ -489,7 +702,114 @@ def main(argv=None) -> int:
     return 0 if all(met.values()) else 2
 
 
-def run_phase(args, worker_counts: list[int], jitter: float, runs: int, voided: list[str]) -> dict[int, dict]:
+def main_remote(args, worker_counts: list[int]) -> int:
+    """`--gateway anthropic`: the jittered phase through the stub upstream, then the capacity
+    bursts, each W's remote burst followed at once by the built-in gateway's (unless
+    --no-compare-local), so the two share whatever else the machine is doing at the time."""
+    from django.conf import settings
+
+    compare = args.compare_local is not False
+    load_start = common.loadavg()
+    ceiling = stub_ceiling(args.upstream_latency)
+    print(f"  {ceiling}", file=sys.stderr, flush=True)
+    common.configure()
+    seed(args.deployments)
+    voided: list[str] = []
+    upstream = Upstream(args.upstream_latency, args.upstream_jitter)
+    # With --jitter 0 the capacity bursts are the whole bench (--workers, --runs).
+    capacity_counts = ([int(w) for w in (args.capacity_workers or args.workers).split(",") if w.strip()]
+                       if args.jitter else worker_counts)
+    capacity_runs = args.capacity_runs if args.jitter else args.runs
+    capacity: dict[int, dict] = {}
+    local_capacity: dict[int, dict] = {}
+    try:
+        results = run_phase(args, worker_counts, args.jitter, args.runs, voided, upstream) if args.jitter else {}
+        for workers in capacity_counts if capacity_runs else []:
+            capacity.update(run_phase(args, [workers], 0.0, capacity_runs, voided, upstream))
+            if compare:
+                local_capacity.update(run_phase(args, [workers], 0.0, capacity_runs, voided))
+    finally:
+        upstream.stop()
+    load_end = common.loadavg()
+
+    limit = args.jitter + 2.0
+    remote_phases = [*results.values(), *capacity.values()]
+    share = (max(r["rate"] for r in capacity.values()) / max(r["rate"] for r in local_capacity.values())
+             if capacity and local_capacity else float("nan"))
+    met = {
+        "all recorded": all(r["recorded"] == args.deployments for r in [*remote_phases, *local_capacity.values()]),
+        f"last ≤ {limit:g}s": all(r["last"] <= limit for r in results.values()) if results else None,
+        "p99 ≤ 1s": all(r["p99"] <= 1.0 for r in results.values()) if results else None,
+        "upstream calls per fire ≤ 1.1": all(r["upstream"]["worst_calls_per_fire"] <= 1.1 for r in remote_phases),
+        "capacity ≥ 50% of local": share >= 0.5 if capacity and local_capacity else None,
+        "0 dup/miss": all(r["duplicates"] == 0 and r["misses"] == 0
+                          for r in [*remote_phases, *local_capacity.values()]),
+    }
+    verdicts = {k: "met" if v else "not measured" if v is None else "NOT met" for k, v in met.items()}
+    parts = [
+        f"fire_burst: N={args.deployments} gateway anthropic, upstream latency {args.upstream_latency:g}s"
+        f"{f' + up to {args.upstream_jitter:g}s' if args.upstream_jitter else ''}, jitter {args.jitter:g}s {args.pool}",
+        *(
+            f"W={w} last +{r['last']:.2f}s p50 {r['p50'] * 1000:.0f}ms p99 {r['p99'] * 1000:.0f}ms "
+            f"max {r['max'] * 1000:.0f}ms {r['rate']:.0f}/s {r['upstream']['calls_per_fire']:.2f} calls/fire "
+            f"dup {r['duplicates']} miss {r['misses']}"
+            for w, r in results.items()
+        ),
+    ]
+    if capacity:
+        parts.append("capacity (jitter 0): " + ", ".join(
+            f"W={w} {r['rate']:.0f}/s ({r['upstream']['calls_per_fire']:.2f} calls/fire)" for w, r in capacity.items()))
+    if local_capacity:
+        parts.append("local capacity: " + ", ".join(f"W={w} {r['rate']:.0f}/s" for w, r in local_capacity.items())
+                     + f" (remote {share:.0%} of local)")
+    parts.append("targets: " + ", ".join(f"{k} {v}" for k, v in verdicts.items()))
+    print(" | ".join(parts))
+
+    if not args.no_write:
+        pool_text = (
+            "one `celery worker -P prefork -c W`" if args.pool == "prefork"
+            else "W separate `celery worker -P solo` processes"
+        )
+        jitter_text = f" plus up to {args.upstream_jitter:g} s (uniform)" if args.upstream_jitter else ""
+        lines = [
+            f"## fire_burst through a remote platform — {common.stamp()}",
+            "",
+            f"Machine: {common.machine()}; {common.load_note(load_start, load_end)}. "
+            f"{args.deployments:,} deployments due at the same minute, PostgreSQL + Redis, the `anthropic` gateway "
+            f"(SESSION_GATEWAY=anthropic, UPSTREAM_MAX_IN_FLIGHT={settings.UPSTREAM_MAX_IN_FLIGHT} per worker process, "
+            f"FIRE_BATCH_SIZE={settings.FIRE_BATCH_SIZE}, FIRE_BATCH_WINDOW_SECONDS={settings.FIRE_BATCH_WINDOW_SECONDS:g}) "
+            f"against `upstream_sim.stub` (its own process, every answer held back {args.upstream_latency:g} s{jitter_text}), "
+            f"one scheduler (`celery beat`, FireScheduler, SCHEDULER_LOOKAHEAD_SECONDS={lookahead():g}) and {pool_text}; "
+            f"medians of the runs per W (duplicates and misses: totals over the runs).",
+            "",
+            f"The stub's own ceiling, measured first (`bench/upstream_stub_ceiling.py --latency {args.upstream_latency:g} "
+            f"--duration 5`): {ceiling.removeprefix('upstream stub ceiling: ')}.",
+            "",
+        ]
+        if results:
+            lines += phase_table(f"Remote, jitter up to {args.jitter:g} s (the product's setting), {args.runs} run(s) "
+                                 f"per W. With the fires spread over {args.jitter:g} s, fires/s cannot exceed "
+                                 f"{args.deployments / args.jitter:,.0f} (the rate they fall due at).", results)
+            lines += upstream_table(results)
+        if capacity:
+            lines += phase_table(f"Remote capacity: jitter 0, every fire due at the minute at once, {capacity_runs} "
+                                 "run(s) per W.", capacity)
+            lines += upstream_table(capacity)
+        if local_capacity:
+            lines += phase_table(f"Built-in (local) gateway, same data: jitter 0, {capacity_runs} run(s) per W, each "
+                                 "right after the remote burst of the same W.", local_capacity)
+        if capacity and local_capacity:
+            lines += compare_table(capacity, local_capacity)
+        if voided:
+            lines += ["Runs voided and repeated (a process died under them): " + "; ".join(voided) + ".", ""]
+        lines += ["Targets: " + "; ".join(f"{k}: {v}" for k, v in verdicts.items())
+                  + " (capacity: the best W of each gateway)."]
+        common.append_report(lines)
+    return 0 if all(v is not False for v in met.values()) else 2
+
+
+def run_phase(args, worker_counts: list[int], jitter: float, runs: int, voided: list[str],
+              upstream: Upstream | None = None) -> dict[int, dict]:
     """`runs` bursts per worker count with the given jitter; their medians per worker count."""
     results: dict[int, dict] = {}
     for workers in worker_counts:
@@ -498,7 +818,8 @@ def run_phase(args, worker_counts: list[int], jitter: float, runs: int, voided: 
         while len(bursts) < runs:
             attempts += 1
             try:
-                burst = one_burst(args.deployments, workers, args.pool, jitter, args.timeout)
+                burst = one_burst(args.deployments, workers, args.pool, jitter, args.timeout, upstream,
+                                  args.profile)
             except RunAborted as exc:
                 voided.append(f"W={workers}: {exc}")
                 print(f"  W={workers}: run void, {exc}", file=sys.stderr, flush=True)
@@ -506,14 +827,31 @@ def run_phase(args, worker_counts: list[int], jitter: float, runs: int, voided: 
                     raise
                 continue
             bursts.append(burst)
+            remote = ""
+            if upstream:
+                stats = burst.upstream
+                remote = (
+                    f"{burst.gateway}: {burst.upstream_calls} upstream calls ({burst.calls_per_fire:.3f}/fire, "
+                    f"{burst.lookups} look-ups), {stats.get('sessions_created', 0)} sessions created, "
+                    f"{burst.with_session} runs with a session, {stats.get('idempotency_keys', 0)} keys, "
+                    f"{burst.upstream_errors} non-200, max in flight {stats.get('max_in_flight', 0)}, "
+                )
+            elif args.gateway != "local":
+                remote = "local: "
             print(
-                f"  jitter {jitter:g}s W={workers} run {len(bursts)}: {burst.recorded}/{burst.expected} recorded, "
+                f"  {remote}jitter {jitter:g}s W={workers} run {len(bursts)}: {burst.recorded}/{burst.expected} recorded, "
                 f"last +{burst.last_s:.2f}s, lateness p50 {burst.p50:.3f}s p99 {burst.p99:.3f}s max {burst.max:.3f}s, "
                 f"{burst.rate:.0f} fires/s, published by +{burst.scheduler_done_s:.2f}s, dup {burst.duplicates}, "
                 f"miss {burst.misses}, cpu {', '.join(f'{k} {v:.1f}s' for k, v in burst.cpu.items())}, "
                 f"load {burst.load[0][0]:.2f}",
                 file=sys.stderr, flush=True,
             )
+            if burst.profile:
+                print(f"  profile of the workers ({burst.profile}), samples at 100/s of the thread holding the GIL:",
+                      file=sys.stderr)
+                for name, samples, share in profile_summary(Path(burst.profile)):
+                    print(f"    {share:6.1%} {samples / 100 / max(1, burst.recorded) * 1000:6.3f} ms/fire  {name}",
+                          file=sys.stderr)
         results[workers] = summarize(bursts)
     return results
 
@@ -548,6 +886,53 @@ def phase_table(title: str, results: dict[int, dict]) -> list[str]:
             f"({per['scheduler']:.2f}) | {c['postgres']:.1f} ({per['postgres']:.2f}) | {c['redis']:.1f} "
             f"({per['redis']:.2f}) | {c['machine']:.1f} ({per['machine']:.2f}) | {c['capacity']:.1f} |"
         )
+    return lines + [""]
+
+
+def upstream_table(results: dict[int, dict]) -> list[str]:
+    """What the stub upstream saw, per W (remote mode)."""
+    lines = [
+        "Counted at the stub upstream, median run (non-200 answers: total over the runs). Calls per fire = "
+        "(`POST /v1/sessions` + `GET` look-ups) ÷ runs recorded; a second session for one fire would show as "
+        "sessions created ≠ runs with a session.",
+        "",
+        "| W | calls per fire | sessions.create | look-ups | sessions created | runs with a session | "
+        "distinct idempotency keys | non-200 answers | max in flight | connections opened | "
+        "workers CPU per fire | stub CPU (per fire) |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for workers, r in results.items():
+        u, c = r["upstream"], r["cpu"]
+        fires = max(1, r["recorded"])
+        lines.append(
+            f"| {workers} | {u['calls_per_fire']:.3f} | {u['creates']:,.0f} | {u['lookups']:,.0f} | "
+            f"{u['sessions']:,.0f} | {u['with_session']:,.0f} | {u['keys']:,.0f} | {u['errors']} | "
+            f"{u['max_in_flight']:.0f} | {u['connections']:.0f} | {c['workers'] / fires * 1000:.2f} ms | "
+            f"{c['stub']:.1f} s ({c['stub'] / fires * 1000:.2f} ms) |"
+        )
+    return lines + [""]
+
+
+def compare_table(remote: dict[int, dict], local: dict[int, dict]) -> list[str]:
+    lines = [
+        "Capacity side by side (jitter 0, same data, back to back per W): remote fires/s as a share of the "
+        "built-in gateway's.",
+        "",
+        "| W | remote fires/s | local fires/s | remote ÷ local | workers CPU per fire, remote | local |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for workers, r in remote.items():
+        l = local.get(workers)
+        if l is None:
+            continue
+        lines.append(
+            f"| {workers} | {r['rate']:.0f} | {l['rate']:.0f} | {r['rate'] / l['rate']:.0%} | "
+            f"{r['cpu']['workers'] / max(1, r['recorded']) * 1000:.2f} ms | "
+            f"{l['cpu']['workers'] / max(1, l['recorded']) * 1000:.2f} ms |"
+        )
+    best_remote = max(r["rate"] for r in remote.values())
+    best_local = max(r["rate"] for r in local.values())
+    lines.append(f"| best | {best_remote:.0f} | {best_local:.0f} | {best_remote / best_local:.0%} | | |")
     return lines + [""]
 
 

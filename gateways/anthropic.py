@@ -267,7 +267,7 @@ def _stop_session(upstream: "_Upstream", session_id: str) -> str | None:
 def _create_session(upstream: _Upstream, request: SessionRequest, lookups: "_Lookups") -> SessionOutcome:
     try:
         # The raw answer: a run keeps only the session's id, and building the SDK's whole session
-        # model for it was about a third of the call's CPU (docs/benchmarks.md, remote fire burst).
+        # model for it was a quarter to a third of the call's CPU (docs/benchmarks.md, remote fire burst).
         # Error statuses still raise the SDK's typed errors.
         response = upstream.client.beta.sessions.with_raw_response.create(
             agent={"type": "agent", "id": request.agent_id, "version": request.agent_version},

@@ -16,6 +16,7 @@ from webhooks_app.models import WebhookDelivery, WebhookEvent
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
+RECEIVER_DOWN_SECONDS = 60
 SDK = anthropic.Anthropic(api_key="unused", base_url="http://127.0.0.1:9")
 WORKER_ENV = {
     "WEBHOOK_ALLOW_PRIVATE_TARGETS": "1",
@@ -63,7 +64,7 @@ def test_a_receiver_down_for_a_while_gets_every_event_when_it_comes_back(tenant,
     for i in range(30):
         recorded.append(record(tenant, f"drun_{i:02d}"))
         time.sleep(0.15)
-    time.sleep(max(0.0, 6 - (time.monotonic() - down_at)))  # down about 6 s, retries failing meanwhile
+    time.sleep(max(0.0, RECEIVER_DOWN_SECONDS - (time.monotonic() - down_at)))  # retries failing meanwhile
     assert receiver.ids() == []
     failed_attempts = WebhookDelivery.objects.filter(attempts__gte=1, status="pending").count()
     assert failed_attempts >= 1

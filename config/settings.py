@@ -310,5 +310,9 @@ LOGGING = {
         # billiard (Celery's process pool) logs through "multiprocessing" with propagation off; without
         # a handler of its own its lines would bypass the JSON format.
         "multiprocessing": {"handlers": ["console"], "level": "WARNING", "propagate": False},
+        # The SDK's HTTP client writes a line per request at INFO: one per fire through a remote
+        # platform (10,000 per burst). Our own lines already say what each call did.
+        "httpx2": {"level": "WARNING"},
+        "httpcore2": {"level": "WARNING"},
     },
 }

@@ -16,6 +16,7 @@ import functools
 import hashlib
 from dataclasses import dataclass
 from typing import Literal
+from urllib.parse import urlsplit
 
 from django.conf import settings
 
@@ -26,6 +27,19 @@ from core.crypto import decrypt
 Source = Literal["organization", "default"]
 
 PUBLIC_API = "https://api.anthropic.com"
+
+
+def display_host(base_url: str) -> str:
+    """host[:port] of a base URL, for messages (never a user name or password it might carry)."""
+    try:
+        parts = urlsplit(base_url)
+        port = parts.port
+    except ValueError:
+        return "the configured upstream"
+    if not parts.hostname:
+        return "the configured upstream"
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{host}:{port}" if port else host
 
 
 @dataclass(frozen=True, repr=False)

@@ -12,13 +12,12 @@ import logging
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from urllib.parse import urlsplit
 
 import anthropic
 import httpx2
 from django.conf import settings
 
-from accounts_app.upstream import PUBLIC_API, upstream_credentials_for
+from accounts_app.upstream import PUBLIC_API, display_host, upstream_credentials_for
 from core.errors import shorten
 from gateways.base import GatewayUnavailable, ResolvedReferences, SessionGateway, SessionOutcome, SessionRequest
 from gateways.errors import (
@@ -130,7 +129,7 @@ class AnthropicGateway(SessionGateway):
                 client = self._clients.get(key)
                 if client is None:
                     client = self._clients[key] = self._new_client(api_key, base_url)
-        return _Upstream(client, urlsplit(base_url).netloc or base_url, source)
+        return _Upstream(client, display_host(base_url), source)
 
     def _new_client(self, api_key: str, base_url: str) -> anthropic.Anthropic:
         # Retries are the firing engine's job (same idempotency key, bounded, never on 429).

@@ -29,7 +29,7 @@ import logging
 import os
 import threading
 import time
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import httpx2
 from django.conf import settings
@@ -41,6 +41,7 @@ from rest_framework.views import APIView
 
 from core.errors import InvalidRequest, NotFound, PermissionDeniedError, RequestTooLarge, envelope
 from core.views import unknown_api_route
+from accounts_app.upstream import display_host
 from gateways import get_gateway
 
 logger = logging.getLogger("gateways.passthrough")
@@ -96,19 +97,6 @@ def http_client() -> httpx2.Client:
 
 
 # --- request -> upstream ---------------------------------------------------------------------------
-
-
-def _host(base_url: str) -> str:
-    """host[:port] of a base URL, for messages (never a user name or password it might carry)."""
-    try:
-        parts = urlsplit(base_url)
-        port = parts.port
-    except ValueError:
-        return "the configured upstream"
-    if not parts.hostname:
-        return "the configured upstream"
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    return f"{host}:{port}" if port else host
 
 
 def _upstream_path(request_path: str) -> str:
@@ -235,7 +223,7 @@ def forward(request):
     if credentials is None:
         raise PermissionDeniedError(_no_credentials_message(organization))
     base_url = credentials.url
-    host = _host(base_url)
+    host = display_host(base_url)
     streaming = upstream_path.endswith("/events/stream") or "text/event-stream" in django_request.headers.get("accept", "")
     headers = _request_headers(django_request, credentials.api_key, streaming)
     body = _request_body(django_request)
